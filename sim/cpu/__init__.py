@@ -1,0 +1,1 @@
+"""The simulated CPUs: cores and their clocks, the execution engine, spinlocks, cost presets."""

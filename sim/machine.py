@@ -1,0 +1,166 @@
+"""Machine: the user-facing facade over the simulated hardware, kernel and user space.
+
+Everything a Machine does to maps and programs goes through the simulated ``bpf(2)`` with a
+``bpf_attr`` in the facade process's user memory, as libbpf would.  Calls made from Python
+between runs take no simulated time.  ``submit``/``run`` drive the cores in simulated time.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import simpy
+
+from kbpf.errors import BpfError
+from kbpf.linux_bpf import BpfMapType, BpfProgType
+from sim.cpu.core import Core, Invocation
+from sim.cpu.preset import Preset, check_cpus
+from sim.cpu.spinlock import SpinLocks
+from sim.kernel.kernel import Kernel
+from sim.mem import Memory
+from sim.user.maps import MapHandle, map_type_from
+from sim.user.programs import ProgramHandle
+
+PS_PER_NS = 1000
+
+
+class Machine:
+    """A simulated machine with ``cpus`` CPUs.  See API.md §3 for the contract."""
+
+    def __init__(self, cpus: int = 1, seed: int = 0, *, memory_mib: int = 256,
+                 freq_ghz: float | None = None, cost_model: str | Mapping[str, Any] = "default",
+                 locking: str = "linux", lru: str = "linux", insn_budget: int = 1_000_000):
+        self.preset = Preset.resolve(cost_model, freq_ghz)
+        check_cpus(self.preset, cpus)
+        if locking not in ("linux", "kbpf"):
+            raise ValueError(f"locking must be 'linux' or 'kbpf', got {locking!r}")
+        if lru not in ("linux", "exact"):
+            raise ValueError(f"lru must be 'linux' or 'exact', got {lru!r}")
+        if not isinstance(insn_budget, int) or insn_budget < 1:
+            raise ValueError(f"insn_budget must be a positive integer, got {insn_budget!r}")
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.ncpus = cpus
+        self.seed = seed
+        self.locking = locking
+        self.lru = lru
+        self.insn_budget = insn_budget
+        self.freq_ghz = self.preset.freq_ghz
+        # All randomness descends from one SeedSequence: independent of PYTHONHASHSEED.
+        self.seed_seq = np.random.SeedSequence(seed)
+        self.env = simpy.Environment()
+        p = self.preset
+        self.spinlocks = SpinLocks(self.env, p.get_ps("lock", "uncontended_ns"), p.get_ps("lock", "handoff_ns"))
+        self.costs_helper_entry_ps = p.get_ps("insn", "helper_entry_cycles")
+        self.work_ps = {k[: -len("_ps")]: v for k, v in p.data["work"].items()}
+        self._l1_ps = p.get_ps("mem", "l1_hit_cycles")
+        self.mem = Memory(memory_mib=memory_mib, ncpus=cpus)
+        self.kernel = Kernel(self)
+        self.host = self.kernel.host
+        self.cores = [Core(self, cpu) for cpu in range(cpus)]
+        self.faults: list[BpfError] = []
+        self._seq = 0
+        self._pending = 0
+        self.ncompleted = 0
+        self._idle: simpy.Event | None = None
+        self._running = False
+
+    # -- time -------------------------------------------------------------------------------
+    @property
+    def now_ns(self) -> int:
+        return int(self.env.now) // PS_PER_NS
+
+    def access(self, addr: int, size: int, write: bool, t: int) -> int:
+        """Price one shared memory access at local time ``t`` (ps).  The hardware issue's caches
+        replace this flat L1 cost with the coherence directory."""
+        return self._l1_ps
+
+    # -- maps -------------------------------------------------------------------------------
+    def create_map(self, map_type: BpfMapType | str | int, key_size: int = 0, value_size: int = 0,
+                   max_entries: int = 0, map_flags: int = 0, name: str = "") -> MapHandle:
+        mtype = map_type_from(map_type)
+        return MapHandle.create(self, mtype, key_size, value_size, max_entries, map_flags, name)
+
+    # -- programs ---------------------------------------------------------------------------
+    def load_program(self, insns: bytes, prog_type: BpfProgType | str | int = "tracepoint",
+                     name: str = "") -> ProgramHandle:
+        return ProgramHandle.load(self, insns, prog_type, name)
+
+    def submit(self, prog: ProgramHandle, cpu: int = 0, ctx: bytes = b"", at_ns: int | None = None) -> Invocation:
+        """Schedule one invocation of ``prog`` on ``cpu``; it runs after that CPU's earlier ones."""
+        if not isinstance(prog, ProgramHandle) or prog.machine is not self:
+            raise ValueError("submit needs a program loaded on this machine")
+        if not isinstance(cpu, int) or not 0 <= cpu < self.ncpus:
+            raise ValueError(f"cpu must be between 0 and {self.ncpus - 1}, got {cpu!r}")
+        if not isinstance(ctx, bytes | bytearray):
+            raise TypeError(f"ctx must be bytes, got {type(ctx).__name__}")
+        at_ps = self.env.now if at_ns is None else int(at_ns) * PS_PER_NS
+        if at_ps < self.env.now:
+            raise ValueError(f"at_ns={at_ns} is in the past (now_ns={self.now_ns})")
+        kprog = self.kernel.prog_from_fd(self.kernel.facade, prog.fd)
+        if len(ctx) > self.kernel.ctx_max:
+            raise BpfError(errno.E2BIG, f"ctx of {len(ctx)} bytes exceeds the {self.kernel.ctx_max}-byte context area")
+        inv = Invocation(kprog, cpu, bytes(ctx), at_ps, self._seq)
+        self._seq += 1
+        inv.done = self.env.event()
+        inv.done.callbacks.append(self._finished)
+        self._pending += 1
+        self.cores[cpu].enqueue(inv)
+        return inv
+
+    def _finished(self, _event) -> None:
+        self._pending -= 1
+        self.ncompleted += 1
+        if self._pending == 0 and self._idle is not None and not self._idle.triggered:
+            self._idle.succeed()
+
+    def record_fault(self, inv: Invocation, err: BpfError) -> None:
+        self.faults.append(err)
+
+    # -- running ----------------------------------------------------------------------------
+    def _guard(self) -> None:
+        if self._running:
+            raise RuntimeError("run()/run_program() called from inside a running simulation")
+
+    def run(self, until_ns: int | None = None) -> None:
+        """Process events until no work is left, or until ``until_ns``."""
+        self._guard()
+        self._running = True
+        try:
+            if until_ns is not None:
+                until_ps = int(until_ns) * PS_PER_NS
+                if until_ps < self.env.now:
+                    raise ValueError(f"until_ns={until_ns} is in the past (now_ns={self.now_ns})")
+                if until_ps > self.env.now:
+                    self.env.run(until=until_ps)
+                return
+            if self._pending:
+                self._idle = self.env.event()
+                self.env.run(until=self._idle)
+                self._idle = None
+        finally:
+            self._running = False
+
+    def run_program(self, prog: ProgramHandle, cpu: int = 0, ctx: bytes = b"") -> int:
+        """Submit one invocation, run until it completes, and return its r0 (unsigned 64-bit)."""
+        self._guard()
+        inv = self.submit(prog, cpu, ctx)
+        self._running = True
+        try:
+            self.env.run(until=inv.done)
+        finally:
+            self._running = False
+        if inv.fault is not None:
+            raise inv.fault
+        return inv.r0
+
+    @property
+    def busy(self) -> bool:
+        return self._pending > 0
+
+    # -- output -----------------------------------------------------------------------------
+    def trace_lines(self) -> list[str]:
+        return self.kernel.trace.lines()

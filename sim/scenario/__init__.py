@@ -1,0 +1,1 @@
+"""Scenario files: schema, runner, checks, results and plots."""

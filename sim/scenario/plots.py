@@ -1,0 +1,64 @@
+"""PNG plots of a finished run.  Every number drawn comes from the run's own records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display is needed or assumed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _finish(fig, ax, title: str, path: Path) -> Path:
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_completions(records, ncpus: int, path: Path, title: str | None = None) -> Path:
+    """Cumulative completed invocations per CPU against simulated time (µs).
+
+    ``records`` are ``(program, cpu, start_ns, end_ns)`` tuples.  A flat stretch is a CPU not
+    running programs; the slope is that CPU's throughput.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for cpu in range(ncpus):
+        ends = np.sort(np.array([r[3] for r in records if r[1] == cpu], dtype=np.int64))
+        if ends.size:
+            ax.step(np.concatenate(([0], ends)) / 1000.0, np.arange(ends.size + 1), where="post",
+                    label=f"CPU {cpu}")
+    ax.set_xlabel("simulated time (µs)")
+    ax.set_ylabel("invocations completed")
+    if ncpus <= 16:
+        ax.legend(loc="upper left", fontsize="small")
+    return _finish(fig, ax, title or "Program invocations completed per CPU", path)
+
+
+def plot_latency(records, path: Path, title: str | None = None) -> Path:
+    """Empirical CDF of each program's invocation run time (start to end, ns)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in sorted({r[0] for r in records}):
+        lat = np.sort(np.array([r[3] - r[2] for r in records if r[0] == name], dtype=np.int64))
+        if lat.size:
+            ax.step(lat, np.arange(1, lat.size + 1) / lat.size, where="post", label=name)
+    ax.set_xlabel("invocation run time (ns)")
+    ax.set_ylabel("fraction of invocations")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower right", fontsize="small")
+    return _finish(fig, ax, title or "Invocation run time (CDF)", path)
+
+
+def plot_map_values(name: str, keys: list[str], values: list[int], path: Path,
+                    title: str | None = None) -> Path:
+    """Bars of a map's values (as unsigned integers), key by key."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(range(len(values)), values, color="tab:blue")
+    ax.set_xticks(range(len(values)), keys, rotation=45 if len(keys) > 8 else 0, fontsize="small")
+    ax.set_xlabel("key")
+    ax.set_ylabel("value")
+    return _finish(fig, ax, title or f"Map {name!r}: values after the run", path)

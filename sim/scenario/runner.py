@@ -1,0 +1,190 @@
+"""Running a scenario: build the machine, load programs, drive the sources, collect metrics.
+
+``run_scenario`` returns a :class:`RunResult`; :mod:`sim.scenario.results` writes it out.
+Every metric is read from the machine after the run: invocation records, per-CPU busy time,
+lock statistics and map contents.  Nothing is estimated.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kbpf.asm import AsmError, assemble
+from kbpf.errors import BpfError
+from sim.machine import Machine
+from sim.scenario.checks import CheckError, CheckResult, evaluate
+from sim.scenario.schema import Scenario, ScenarioError
+
+_MAP_REF = re.compile(r"\b(map_fd|map_value)\s+([A-Za-z_][A-Za-z0-9_.]*)")
+
+#: How many keys of a map the summary lists (small maps entirely).
+MAX_KEYS_REPORTED = 64
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    path: Path
+    machine: Machine
+    records: list[tuple[str, int, int, int]]  # (program, cpu, start_ns, end_ns)
+    metrics: dict[str, float]
+    map_values: dict[str, tuple[list[str], list[int]]]
+    checks: list[CheckResult]
+    faults: list[str]
+    wall_s: float
+    trace: list[str] = field(default_factory=list)
+
+    @property
+    def checks_passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+
+def _substitute_maps(text: str, fds: dict[str, int], asm_path: Path) -> str:
+    def repl(m: re.Match) -> str:
+        name = m.group(2)
+        if name.isdigit():
+            return m.group(0)
+        if name not in fds:
+            raise ScenarioError(f"{asm_path}: refers to map {name!r}, which the scenario does not declare in [[map]]")
+        return f"{m.group(1)} {fds[name]}"
+
+    return _MAP_REF.sub(repl, text)
+
+
+def build_machine(scn: Scenario) -> Machine:
+    ms = scn.machine
+    cost: Any = ms.cost_model if not ms.cost_overrides else {"preset": ms.cost_model, **ms.cost_overrides}
+    return Machine(cpus=ms.cpus, seed=ms.seed, memory_mib=ms.memory_mib, freq_ghz=ms.freq_ghz,
+                   cost_model=cost, locking=ms.locking, lru=ms.lru, insn_budget=ms.insn_budget)
+
+
+def _u64s(value: bytes) -> int:
+    """A value as an unsigned little-endian integer of its first 8 bytes (a counter)."""
+    return int.from_bytes(value[:8], "little")
+
+
+def run_scenario(scn: Scenario, path: Path, progress: Callable[[int, int], None] | None = None) -> RunResult:
+    """Run ``scn`` (loaded from ``path``); ``progress(done, total)`` is called as invocations finish."""
+    wall0 = time.perf_counter()
+    base = path.parent
+    try:
+        m = build_machine(scn)
+    except ValueError as e:
+        raise ScenarioError(f"{path}: machine: {e}") from None
+    maps = {}
+    for i, spec in enumerate(scn.map):
+        try:
+            maps[spec.name] = m.create_map(spec.type, spec.key_size, spec.value_size, spec.max_entries,
+                                           spec.flags, spec.name)
+        except BpfError as e:
+            raise ScenarioError(f"{path}: map[{i}] ({spec.name}): {e}") from None
+    fds = {name: h.fd for name, h in maps.items()}
+    progs = {}
+    for i, spec in enumerate(scn.program):
+        if spec.object is not None:
+            raise ScenarioError(f"{path}: program[{i}].object: loading clang objects needs the ELF loader, "
+                                "which this version does not have yet; use 'asm'")
+        asm_path = (base / spec.asm).resolve()
+        try:
+            text = asm_path.read_text()
+        except OSError as e:
+            raise ScenarioError(f"{path}: program[{i}].asm: cannot read {asm_path}: {e.strerror}") from None
+        try:
+            insns = assemble(_substitute_maps(text, fds, asm_path))
+        except AsmError as e:
+            raise ScenarioError(f"{path}: program[{i}].asm: {asm_path}: {e}") from None
+        try:
+            progs[spec.name] = m.load_program(insns, prog_type=spec.prog_type, name=spec.name)
+        except (BpfError, ValueError) as e:
+            raise ScenarioError(f"{path}: program[{i}] ({spec.name}) failed to load: {e}") from None
+
+    invocations = []
+    for src in scn.source:
+        cpus = range(m.ncpus) if src.cpus == "all" else src.cpus
+        ctx = bytes.fromhex(src.ctx_hex)
+        for cpu in cpus:
+            for k in range(src.count):
+                at = src.start_ns + (k * src.interval_ns if src.arrival == "periodic" else 0)
+                invocations.append(m.submit(progs[src.program], cpu=cpu, ctx=ctx, at_ns=at))
+    total = len(invocations)
+
+    if scn.run.until_ns is not None:
+        m.run(until_ns=scn.run.until_ns)
+    elif progress is None or total == 0:
+        m.run()
+    else:
+        # Step the simulation so the bar moves; stepping does not change what is simulated.
+        done = 0
+        while m.busy:
+            m.env.step()
+            finished = m.ncompleted
+            if finished - done >= max(1, total // 200) or not m.busy:
+                done = finished
+                progress(done, total)
+
+    records = [(inv.prog.name, inv.cpu, inv.start_ns, inv.end_ns) for inv in invocations if inv.finished]
+    metrics = collect_metrics(m, scn, invocations, maps, progs)
+    map_values = {}
+    for name, h in maps.items():
+        keys, vals = [], []
+        try:
+            for key in h.keys():
+                if len(keys) >= MAX_KEYS_REPORTED:
+                    break
+                value = h.lookup(key)
+                if value is None:
+                    continue
+                label = str(int.from_bytes(key, "little")) if len(key) <= 8 else key.hex()
+                keys.append(label)
+                vals.append(_u64s(value) if not h.percpu else sum(_u64s(v) for v in h.lookup_percpu(key)))
+        except BpfError:
+            continue  # maps without keys (queue, stack, ring buffers) have no values to list
+        map_values[name] = (keys, vals)
+        for label, v in zip(keys, vals, strict=True):
+            metrics[f"map.{name}.value.{label}"] = v
+    checks = []
+    for i, chk in enumerate(scn.check):
+        try:
+            checks.append(evaluate(chk.expect, metrics))
+        except CheckError as e:
+            raise ScenarioError(f"{path}: check[{i}].expect: {e}") from None
+    faults = [str(f) for f in m.faults]
+    return RunResult(scn, path, m, records, metrics, map_values, checks, faults,
+                     time.perf_counter() - wall0, m.trace_lines())
+
+
+def collect_metrics(m: Machine, scn: Scenario, invocations, maps, progs) -> dict[str, float]:
+    met: dict[str, float] = {}
+    finished = [inv for inv in invocations if inv.finished]
+    end = max((inv.end_ns for inv in finished), default=m.now_ns)
+    met["sim.elapsed_ns"] = end
+    met["faults"] = len(m.faults)
+    met["invocations"] = len(finished)
+    for name in progs:
+        lat = np.array([inv.end_ns - inv.start_ns for inv in finished if inv.prog.name == name], dtype=np.int64)
+        met[f"program.{name}.invocations"] = int(lat.size)
+        met[f"program.{name}.faults"] = sum(1 for inv in finished if inv.prog.name == name and inv.fault)
+        if lat.size:
+            met[f"program.{name}.latency_ns.mean"] = float(lat.mean())
+            for q in (50, 90, 99):
+                met[f"program.{name}.latency_ns.p{q}"] = float(np.percentile(lat, q))
+            met[f"program.{name}.latency_ns.max"] = int(lat.max())
+            span = max(inv.end_ns for inv in finished if inv.prog.name == name) - min(
+                inv.start_ns for inv in finished if inv.prog.name == name)
+            met[f"program.{name}.throughput_per_s"] = lat.size / (span * 1e-9) if span > 0 else 0.0
+    for core in m.cores:
+        met[f"cpu.{core.id}.busy_ns"] = core.busy_ps // 1000
+        met[f"cpu.{core.id}.invocations"] = core.invocations
+    for st in m.spinlocks.all.values():
+        key = f"lock.{st.name}"
+        met[f"{key}.acquisitions"] = st.acquisitions
+        met[f"{key}.contended"] = st.contended
+        met[f"{key}.wait_ns"] = st.wait_ps // 1000
+    return met

@@ -1,0 +1,251 @@
+"""The scenario file schema: strict pydantic models (an unknown key is an error naming its path).
+
+A scenario is TOML.  ``docs/scenario-reference.md`` documents every key; this module is the
+single source of truth for what is accepted.  Validation errors are turned into
+:class:`ScenarioError`, whose message names the scenario file, the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kbpf.linux_bpf import BpfMapType
+
+
+class ScenarioError(Exception):
+    """A scenario (or a file it refers to) is wrong; the message says where and how."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,14}$")]
+
+
+class MachineSpec(_Strict):
+    """``[machine]``: the simulated machine."""
+
+    cpus: Annotated[int, Field(ge=1, le=1024)] = 2
+    seed: Annotated[int, Field(ge=0)] = 0
+    freq_ghz: Annotated[float, Field(gt=0.1, le=10.0)] | None = None
+    memory_mib: Annotated[int, Field(ge=4, le=65536)] = 256
+    cost_model: str = "default"
+    cost_overrides: dict[str, int | float] = Field(default_factory=dict)
+    locking: Literal["linux", "kbpf"] = "linux"
+    lru: Literal["linux", "exact"] = "linux"
+    insn_budget: Annotated[int, Field(ge=1)] = 1_000_000
+
+    @field_validator("freq_ghz", mode="before")
+    @classmethod
+    def _int_freq(cls, v: Any) -> Any:
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class MapSpec(_Strict):
+    """``[[map]]``: a map created before the programs load (for ``.asm`` programs, which
+    reference it as ``map_fd NAME`` or ``map_value NAME, OFFSET``)."""
+
+    name: Name
+    type: str
+    key_size: Annotated[int, Field(ge=0)] = 0
+    value_size: Annotated[int, Field(ge=0)] = 0
+    max_entries: Annotated[int, Field(ge=0)] = 0
+    flags: Annotated[int, Field(ge=0)] = 0
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        key = "BPF_MAP_TYPE_" + v.upper()
+        if key not in BpfMapType.__members__:
+            choices = ", ".join(m[len("BPF_MAP_TYPE_"):].lower() for m in BpfMapType.__members__)
+            raise ValueError(f"unknown map type {v!r}; expected one of {choices}")
+        return v.lower()
+
+
+class ProgramSpec(_Strict):
+    """``[[program]]``: an eBPF program, from assembler text (``asm``) or a clang object."""
+
+    name: Name
+    asm: str | None = None
+    object: str | None = None
+    prog_type: str = "tracepoint"
+    attach: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ProgramSpec:
+        if (self.asm is None) == (self.object is None):
+            raise ValueError("give exactly one of 'asm' (a .asm file) or 'object' (a .bpf.o file)")
+        return self
+
+
+class SourceSpec(_Strict):
+    """``[[source]]``: invocations of a program on CPUs."""
+
+    program: str
+    cpus: list[Annotated[int, Field(ge=0)]] | Literal["all"] = "all"
+    count: Annotated[int, Field(ge=0)] = 1
+    arrival: Literal["back-to-back", "periodic"] = "back-to-back"
+    interval_ns: Annotated[int, Field(ge=0)] = 0
+    start_ns: Annotated[int, Field(ge=0)] = 0
+    ctx_hex: str = ""
+
+    @field_validator("ctx_hex")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        try:
+            bytes.fromhex(v)
+        except ValueError as e:
+            raise ValueError(f"not hex bytes: {e}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _periodic(self) -> SourceSpec:
+        if self.arrival == "periodic" and self.interval_ns <= 0:
+            raise ValueError("arrival 'periodic' needs interval_ns > 0")
+        return self
+
+
+class PlotSpec(_Strict):
+    """``[[plot]]``: a figure written as PNG into the results folder."""
+
+    kind: Literal["completions", "latency", "map_values"]
+    file: str | None = None
+    map: str | None = None
+    title: str | None = None
+
+    @model_validator(mode="after")
+    def _map_needed(self) -> PlotSpec:
+        if self.kind == "map_values" and not self.map:
+            raise ValueError("plot kind 'map_values' needs 'map' (a map name)")
+        return self
+
+
+class CheckSpec(_Strict):
+    """``[[check]]``: a comparison over the run's measured metrics (see the reference page)."""
+
+    expect: str
+    why: str = ""
+
+
+class RunSpec(_Strict):
+    """``[run]``: how long to simulate."""
+
+    until_ns: Annotated[int, Field(ge=1)] | None = None
+    progress: bool = True
+    expect_faults: bool = False
+
+
+class Scenario(_Strict):
+    """A whole scenario file."""
+
+    title: str = ""
+    description: str = ""
+    machine: MachineSpec = Field(default_factory=MachineSpec)
+    map: list[MapSpec] = Field(default_factory=list)
+    program: list[ProgramSpec] = Field(default_factory=list)
+    source: list[SourceSpec] = Field(default_factory=list)
+    plot: list[PlotSpec] = Field(default_factory=list)
+    check: list[CheckSpec] = Field(default_factory=list)
+    run: RunSpec = Field(default_factory=RunSpec)
+
+    @model_validator(mode="after")
+    def _references(self) -> Scenario:
+        progs = [p.name for p in self.program]
+        maps = [m.name for m in self.map]
+        for what, names in (("program", progs), ("map", maps)):
+            dup = {n for n in names if names.count(n) > 1}
+            if dup:
+                raise ValueError(f"duplicate {what} name(s): {', '.join(sorted(dup))}")
+        for i, src in enumerate(self.source):
+            if src.program not in progs:
+                raise ValueError(
+                    f"source[{i}].program: no program named {src.program!r} (have: {', '.join(progs) or 'none'})")
+            if src.cpus != "all":
+                bad = [c for c in src.cpus if c >= self.machine.cpus]
+                if bad:
+                    raise ValueError(f"source[{i}].cpus: CPU {bad[0]} does not exist on a {self.machine.cpus}-CPU machine")
+        for i, plot in enumerate(self.plot):
+            if plot.map is not None and plot.map not in maps:
+                raise ValueError(f"plot[{i}].map: no map named {plot.map!r}")
+        return self
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(path: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = _format_loc(tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if e["type"] not in ("extra_forbidden", "missing") and "input" in e and not isinstance(e["input"], dict | list):
+            msg += f" (got {e['input']!r})"
+        lines.append(f"{path}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Apply ``--set machine.cpus=4`` style overrides; ``program.0.name`` indexes arrays."""
+    parts = dotted.split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ScenarioError(f"--set {dotted}: {'.'.join(parts[:i])} has no element {part}")
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict | list):
+                raise ScenarioError(f"--set {dotted}: {'.'.join(parts[:i + 1])} is not a table")
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ScenarioError(f"--set {dotted}: no element {last}")
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value as a TOML literal (``4``, ``"kbpf"``, ``[0, 1]``); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[Scenario, dict[str, Any]]:
+    """Read, override and validate a scenario; returns the model and the resolved raw data."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(f"{p}: no such scenario file") from None
+    except IsADirectoryError:
+        raise ScenarioError(f"{p}: is a directory, not a scenario file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(f"{p}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{p}: not a text file") from None
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+    try:
+        return Scenario.model_validate(raw), raw
+    except ValidationError as e:
+        raise ScenarioError(format_validation_error(str(p), e)) from None
