@@ -190,12 +190,17 @@ def check_program(insns: bytes, helper_ids: Collection[int], *, name: str = "pro
             target = jump_target(i, opc, off, imm)
             if not start <= target < end:
                 raise log.fail(
-                    i, f"jump out of range from insn {i} to {target} (outside its function "
-                    f"at insns {start}..{end - 1})"
+                    i,
+                    f"jump out of range from insn {i} to {target} (outside its function "
+                    f"at insns {start}..{end - 1})",
                 )
         last = end - 1
         opc = decoded[last][0]
-        if second_slot[last] or opc not in (BPF_JMP | BPF_EXIT, BPF_JMP | BPF_JA, BPF_JMP32 | BPF_JA):
+        if second_slot[last] or opc not in (
+            BPF_JMP | BPF_EXIT,
+            BPF_JMP | BPF_JA,
+            BPF_JMP32 | BPF_JA,
+        ):
             raise log.fail(last, "last insn is not an exit or jmp")
 
 
@@ -203,7 +208,9 @@ def _check_target(log: _Log, i: int, target: int, n: int, second_slot: bytearray
     if not 0 <= target < n:
         raise log.fail(i, f"{what} out of range from insn {i} to {target}")
     if second_slot[target]:
-        raise log.fail(i, f"{what} from insn {i} into the middle of the LD_DW_IMM at insn {target - 1}")
+        raise log.fail(
+            i, f"{what} from insn {i} into the middle of the LD_DW_IMM at insn {target - 1}"
+        )
 
 
 def _reg(log: _Log, i: int, reg: int, what: str, write: bool = False) -> None:
@@ -220,8 +227,9 @@ def _check_lddw(log: _Log, decoded, i: int, n: int) -> None:
     nopc, ndst, nsrc, noff, nimm = decoded[i + 1]
     if nopc or ndst or nsrc or noff:
         raise log.fail(
-            i, "invalid bpf_ld_imm64 insn: its second slot must have opcode, registers and "
-            f"offset zero (opcode {nopc:#04x}, dst {ndst}, src {nsrc}, off {noff})"
+            i,
+            "invalid bpf_ld_imm64 insn: its second slot must have opcode, registers and "
+            f"offset zero (opcode {nopc:#04x}, dst {ndst}, src {nsrc}, off {noff})",
         )
     if off:
         raise log.fail(i, f"BPF_LD_IMM64 uses reserved fields (off {off})")
@@ -230,11 +238,16 @@ def _check_lddw(log: _Log, decoded, i: int, n: int) -> None:
         return
     if src == BPF_PSEUDO_MAP_FD:
         if nimm:
-            raise log.fail(i, "unrecognized bpf_ld_imm64 insn (map fd load with next_imm "
-                           f"{nimm}, must be 0)")
+            raise log.fail(
+                i, f"unrecognized bpf_ld_imm64 insn (map fd load with next_imm {nimm}, must be 0)"
+            )
         return
     if src in (3, 5, 6):
-        kinds = {3: "BTF variable (src 3)", 5: "map by index (src 5)", 6: "map value by index (src 6)"}
+        kinds = {
+            3: "BTF variable (src 3)",
+            5: "map by index (src 5)",
+            6: "map value by index (src 6)",
+        }
         raise log.fail(i, f"LD_DW_IMM of a {kinds[src]} is not supported")
     raise log.fail(i, f"unrecognized bpf_ld_imm64 insn (src {src})")
 
@@ -281,8 +294,9 @@ def _check_insn(log: _Log, insn, i: int, helper_ids: Collection[int]) -> None:
     elif cls == BPF_LD:
         mode = opc & 0xE0
         if mode in (0x20, 0x40) and opc & 0x18 != BPF_DW:
-            raise log.fail(i, f"legacy packet access (LD_ABS/LD_IND, opcode {opc:#04x}) "
-                           "is not supported")
+            raise log.fail(
+                i, f"legacy packet access (LD_ABS/LD_IND, opcode {opc:#04x}) is not supported"
+            )
         raise log.fail(i, f"unknown opcode {opc:#04x}")
 
 
@@ -300,21 +314,30 @@ def _check_alu(log: _Log, insn, i: int) -> None:
         if cls == BPF_ALU64 and x:
             raise log.fail(i, f"unknown opcode {opc:#04x} (ALU64 BPF_END must be TO_LE)")
         if src or off or imm not in (16, 32, 64):
-            raise log.fail(i, f"BPF_END uses reserved fields (src {src}, off {off}, imm {imm}; "
-                           "imm must be 16, 32 or 64)")
+            raise log.fail(
+                i,
+                f"BPF_END uses reserved fields (src {src}, off {off}, imm {imm}; "
+                "imm must be 16, 32 or 64)",
+            )
     elif op == BPF_MOV:
         if x:
             allowed = (0, 8, 16) if cls == BPF_ALU else (0, 8, 16, 32)
             if imm or off not in allowed:
-                raise log.fail(i, f"BPF_MOV uses reserved fields (off {off}, imm {imm}; off "
-                               f"must be one of {', '.join(map(str, allowed))})")
+                raise log.fail(
+                    i,
+                    f"BPF_MOV uses reserved fields (off {off}, imm {imm}; off "
+                    f"must be one of {', '.join(map(str, allowed))})",
+                )
         elif src or off:
             raise log.fail(i, f"BPF_MOV uses reserved fields (src {src}, off {off})")
     else:
         signed_ok = op in (BPF_DIV, BPF_MOD)
         if off not in ((0, 1) if signed_ok else (0,)):
-            raise log.fail(i, f"BPF_ALU uses reserved fields (off {off}"
-                           + ("; only div/mod take off 1 (sdiv/smod))" if not signed_ok else ")"))
+            raise log.fail(
+                i,
+                f"BPF_ALU uses reserved fields (off {off}"
+                + ("; only div/mod take off 1 (sdiv/smod))" if not signed_ok else ")"),
+            )
         if x and imm:
             raise log.fail(i, f"BPF_ALU uses reserved fields (imm {imm} in a register form)")
         if not x and src:
@@ -351,8 +374,9 @@ def _check_jmp(log: _Log, insn, i: int, helper_ids: Collection[int]) -> None:
         if cls == BPF_JMP32 or x:
             raise log.fail(i, f"unknown opcode {opc:#04x} (exit is 0x95)")
         if dst or src or off or imm:
-            raise log.fail(i, f"BPF_EXIT uses reserved fields (dst {dst}, src {src}, off {off}, "
-                           f"imm {imm})")
+            raise log.fail(
+                i, f"BPF_EXIT uses reserved fields (dst {dst}, src {src}, off {off}, imm {imm})"
+            )
         return
     if op == BPF_JA:
         if x:
@@ -360,7 +384,9 @@ def _check_jmp(log: _Log, insn, i: int, helper_ids: Collection[int]) -> None:
         unused = imm if cls == BPF_JMP else off
         if dst or src or unused:
             field = "imm" if cls == BPF_JMP else "off"
-            raise log.fail(i, f"BPF_JA uses reserved fields (dst {dst}, src {src}, {field} {unused})")
+            raise log.fail(
+                i, f"BPF_JA uses reserved fields (dst {dst}, src {src}, {field} {unused})"
+            )
         return
     if x:
         if imm:

@@ -34,6 +34,7 @@ from kbpf.linux_bpf import (
     BPF_OBJ_NAME_LEN,
     BpfMapCreateAttr,
     BpfMapType,
+    check_attr_tail,
 )
 
 _NAME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
@@ -105,8 +106,6 @@ class BpfMapMeta:
     def from_attr(cls, data: bytes | bytearray | memoryview) -> BpfMapMeta:
         """Parse a packed BPF_MAP_CREATE ``bpf_attr`` (any length up to the union's size;
         shorter input is zero-extended) with ``map_create``'s generic checks."""
-        from kbpf.linux_bpf import check_attr_tail
-
         attr = BpfMapCreateAttr.unpack(data)
         check_attr_tail(
             bytes(data).ljust(BpfMapCreateAttr.END, b"\0"), BpfMapCreateAttr.END, "BPF_MAP_CREATE"
@@ -129,7 +128,8 @@ class BpfMapMeta:
             raise BpfError(errno.EINVAL, "BPF_F_RDONLY and BPF_F_WRONLY together")
         if attr.map_flags & BPF_F_NUMA_NODE and attr.numa_node >= NR_NODE_IDS:
             raise BpfError(
-                errno.EINVAL, f"numa_node {attr.numa_node} is not online (nodes: 0..{NR_NODE_IDS - 1})"
+                errno.EINVAL,
+                f"numa_node {attr.numa_node} is not online (nodes: 0..{NR_NODE_IDS - 1})",
             )
         try:
             map_type = BpfMapType(attr.map_type)

@@ -29,7 +29,7 @@ memory); the CPU comes from ``host.current_cpu_id()``.
 from __future__ import annotations
 
 import errno
-from typing import Any, ClassVar
+from typing import Any
 
 from kbpf.errors import ENOTSUPP, BpfError
 from kbpf.host import KernelAuxiliaryOps, Lock, Op, PerCpuVariantsOps, PollWaker, Touch, Work
@@ -135,7 +135,8 @@ class BpfMapOps:
 
     def _absent(self, op: str) -> BpfError:
         return BpfError(
-            ABSENT_ERRNO[op], f"{self.meta.map_type.name} does not support {op.removesuffix('_elem')}"
+            ABSENT_ERRNO[op],
+            f"{self.meta.map_type.name} does not support {op.removesuffix('_elem')}",
         )
 
     # -- data operations (generators) -----------------------------------------------------------
@@ -143,7 +144,7 @@ class BpfMapOps:
         """Program side (and syscall side unless ``sys_lookup_elem`` says otherwise): the
         value's kernel address, or 0."""
         raise self._absent("lookup_elem")
-        yield  # noqa: B901 - makes this a generator
+        yield  # makes this a generator
 
     def update_elem(self, key: bytes, value: bytes, flags: int) -> Op:
         raise self._absent("update_elem")
@@ -198,7 +199,8 @@ class BpfMapOps:
     def sys_lookup_elem(self, key: bytes, flags: int) -> Op:
         """Syscall side: the value in the user layout (``bpf_map_copy_value``).  Default: the
         ``value_size`` bytes at :meth:`lookup_elem`'s address, ENOENT for NULL.  Per-CPU
-        families return every CPU's copy; LRU families must not mark the element."""
+        families return every CPU's copy; LRU families must not mark the element
+        (``map_lookup_elem_sys_only``); queues and stacks peek."""
         addr = yield from self.lookup_elem(key)
         if not addr:
             raise BpfError(errno.ENOENT, "no element with that key")
@@ -209,7 +211,7 @@ class BpfMapOps:
 
     def sys_update_elem(self, key: bytes, value: bytes, flags: int) -> Op:
         """Syscall side of update (``bpf_map_update_value``); per-CPU families take one value
-        per CPU.  Default: :meth:`update_elem`."""
+        per CPU, queues and stacks push.  Default: :meth:`update_elem`."""
         return (yield from self.update_elem(key, value, flags))
 
     # -- queries (plain) --------------------------------------------------------------------------
@@ -344,16 +346,17 @@ class UnifiedMap:
         return not self.meta.map_flags & BPF_F_RDONLY_PROG
 
     def freeze(self) -> Op:
-        """BPF_MAP_FREEZE (``map_freeze``): STRUCT_OPS -> ENOTSUPP; no syscall write permission
-        -> EPERM, which includes an already frozen map (a frozen map's fd loses
-        FMODE_CAN_WRITE, so in v6.6 a second freeze is EPERM, not EBUSY); writes in flight or a
-        writable mmap -> EBUSY.  Afterwards syscall writes fail with EPERM; programs may still
-        write unless the map is ``BPF_F_RDONLY_PROG``."""
+        """BPF_MAP_FREEZE (``map_freeze``): STRUCT_OPS -> ENOTSUPP; an already frozen map ->
+        EBUSY (API.md's contract; v6.6 answers EPERM because a frozen map's fd has lost
+        FMODE_CAN_WRITE: see docs/deviations.md); no syscall write permission (BPF_F_RDONLY)
+        -> EPERM; writes in flight or a writable mmap -> EBUSY.  Afterwards syscall writes fail
+        with EPERM; programs may still write unless the map is ``BPF_F_RDONLY_PROG``."""
         if self.meta.map_type == BpfMapType.BPF_MAP_TYPE_STRUCT_OPS:
             raise BpfError(ENOTSUPP, "STRUCT_OPS maps cannot be frozen")
+        if self.frozen:
+            raise BpfError(errno.EBUSY, "map is already frozen")
         if not self.sys_can_write():
-            why = "already frozen" if self.frozen else "created BPF_F_RDONLY"
-            raise BpfError(errno.EPERM, f"map is {why}: no write permission to freeze it")
+            raise BpfError(errno.EPERM, "map is created BPF_F_RDONLY: no write permission to freeze it")
         if self.write_active:
             raise BpfError(errno.EBUSY, "map has writes in flight or a writable mmap")
         if self.frozen:  # unreachable through the permission check, kept as syscall.c has it
@@ -390,15 +393,3 @@ class UnifiedMap:
     def free(self) -> None:
         """Release the map's memory (the last reference went away)."""
         self.ops.map_free()
-
-
-#: ``ClassVar`` re-exported for families declaring their accepted flags.
-__all__ = [
-    "ABSENT_ERRNO",
-    "BPF_MAP_STRUCT_SIZE",
-    "BpfMapOps",
-    "ClassVar",
-    "MAP_LOCK_OFFSET",
-    "UnifiedMap",
-    "round_up",
-]

@@ -23,8 +23,18 @@ SIGN32 = 0x80000000
 FRAME_SIZE = 512
 MAX_FRAMES = 8
 
-_UNSIGNED = {1: struct.Struct("<B"), 2: struct.Struct("<H"), 4: struct.Struct("<I"), 8: struct.Struct("<Q")}
-_SIGNED = {1: struct.Struct("<b"), 2: struct.Struct("<h"), 4: struct.Struct("<i"), 8: struct.Struct("<q")}
+_UNSIGNED = {
+    1: struct.Struct("<B"),
+    2: struct.Struct("<H"),
+    4: struct.Struct("<I"),
+    8: struct.Struct("<Q"),
+}
+_SIGNED = {
+    1: struct.Struct("<b"),
+    2: struct.Struct("<h"),
+    4: struct.Struct("<i"),
+    8: struct.Struct("<q"),
+}
 _MASK = {1: 0xFF, 2: 0xFFFF, 4: M32, 8: M64}
 
 #: ``unpack_from``/``pack_into`` bound methods by size, for the generated code's namespace.
@@ -87,7 +97,9 @@ def no_helper(name: str, helper_id: int, pc: int):
 def stack_fault(name: str, pc: int, addr: int, size: int, write: bool, off: int):
     kind = "write" if write else "read"
     raise ProgramFault(
-        name, pc, addr & M64,
+        name,
+        pc,
+        addr & M64,
         f"{kind} of {size} bytes at {addr & M64:#x} (r10{off:+d}) outside its {FRAME_SIZE}-byte "
         "stack frame",
     )

@@ -252,33 +252,34 @@ class Kernel:
 
     def _map_lookup(self, proc: Process, attr: bytes) -> int:
         umap, a = self._elem(proc, attr, "BPF_MAP_LOOKUP_ELEM")
-        drive(map_syscall.sys_lookup_elem(self.host, umap, a.key, a.value, a.flags), self.host)
+        drive(map_syscall.bpf_map_lookup_elem(self.host, a), self.host)
         return 0
 
     def _map_update(self, proc: Process, attr: bytes) -> int:
         umap, a = self._elem(proc, attr, "BPF_MAP_UPDATE_ELEM")
-        drive(map_syscall.sys_update_elem(self.host, umap, a.key, a.value, a.flags), self.host)
+        drive(map_syscall.bpf_map_update_elem(self.host, a), self.host)
         return 0
 
     def _map_delete(self, proc: Process, attr: bytes) -> int:
         umap, a = self._elem(proc, attr, "BPF_MAP_DELETE_ELEM")
-        drive(map_syscall.sys_delete_elem(self.host, umap, a.key, a.flags), self.host)
+        drive(map_syscall.bpf_map_delete_elem(self.host, a), self.host)
         return 0
 
     def _map_get_next_key(self, proc: Process, attr: bytes) -> int:
         umap, a = self._elem(proc, attr, "BPF_MAP_GET_NEXT_KEY")
-        drive(map_syscall.sys_get_next_key(self.host, umap, a.key, a.value), self.host)
+        drive(map_syscall.bpf_map_get_next_key(self.host, a), self.host)
         return 0
 
     def _map_lookup_and_delete(self, proc: Process, attr: bytes) -> int:
         umap, a = self._elem(proc, attr, "BPF_MAP_LOOKUP_AND_DELETE_ELEM")
-        drive(map_syscall.sys_lookup_and_delete_elem(self.host, umap, a.key, a.value, a.flags), self.host)
+        drive(map_syscall.bpf_map_lookup_and_delete_elem(self.host, a), self.host)
         return 0
 
     def _map_freeze(self, proc: Process, attr: bytes) -> int:
         uapi.check_attr_tail(attr, uapi.BpfMapElemAttr.end_for(BpfCmd.BPF_MAP_FREEZE), "BPF_MAP_FREEZE")
-        fd = int.from_bytes(attr[:4], "little")
-        drive(map_syscall.sys_freeze(self.host, self.map_from_fd(proc, fd).umap), self.host)
+        a = uapi.BpfMapElemAttr.unpack(attr)
+        self.map_from_fd(proc, a.map_fd)
+        drive(map_syscall.bpf_map_freeze(self.host, a), self.host)
         return 0
 
     def _prog_load(self, proc: Process, attr: bytes) -> int:
@@ -298,7 +299,7 @@ class Kernel:
             raise
 
     def _prog_load_checked(self, proc: Process, attr: bytes) -> int:
-        meta = BpfProgMeta.from_attr(attr, self.host)
+        meta = BpfProgMeta.from_attr(self.host, attr)
         name = meta.name or "prog"
         check_program(meta.insns, self.request_helpers.keys(), name=name)
         pre = EbpfPreProcessor.preprocess(self.host, meta.insns)

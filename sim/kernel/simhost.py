@@ -118,10 +118,10 @@ class SimHost:
         self.mem.unmap(vaddr)
 
     def kmalloc(self, size: int, align: int = 8) -> int:
-        return self.mem.kmalloc.kmalloc(size, align)
+        return self.mem.kmalloc(size, align)
 
     def kfree(self, addr: int) -> None:
-        self.mem.kmalloc.kfree(addr)
+        self.mem.kfree(addr)
 
     def read(self, addr: int, size: int) -> bytes:
         return self.mem.read(addr, size)

@@ -1,0 +1,380 @@
+"""Random programs through the compiled engine and a plain reference interpreter must agree.
+
+The engine recovers loops and ifs from the CFG, inlines blocks, unrolls self-loops and counts
+the budget per block; any mistake there shows up as a different r0, a different instruction
+count, a different fault or a different finishing time on some random control flow.  The
+reference below is the opposite design: one instruction at a time, straight from RFC 9669, with
+the engine's documented budget rule (ELOOP when the count exceeds the budget at a backward jump
+or an exit).
+"""
+
+from __future__ import annotations
+
+import errno
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kbpf.errors import BpfError
+from kbpf.insn import EbpfInst, encode_all, lddw
+from sim.cpu.engine import Budget, Costs, ProgramFault, Region, RegionSet, compile_program
+
+M64 = (1 << 64) - 1
+M32 = (1 << 32) - 1
+STACK_TOP = 0x7000_0000
+STACK = 4096
+DATA = 0x5000_0000
+DATA_SIZE = 64
+ACCESS_PS = 777
+COSTS = Costs(alu=3, mul=5, div=7, branch=11, ld_imm64=13, load=17, store=19, atomic=23,
+              call=29, exit=31, local_call=37)
+
+
+def s64(v):
+    v &= M64
+    return v - (1 << 64) if v >> 63 else v
+
+
+def s32(v):
+    v &= M32
+    return v - (1 << 32) if v >> 31 else v
+
+
+def sext(v, bits):
+    v &= (1 << bits) - 1
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
+def trunc_div(a, b):
+    q = abs(a) // abs(b)
+    return -q if (a < 0) != (b < 0) else q
+
+
+def trunc_mod(a, b):
+    r = abs(a) % abs(b)
+    return -r if a < 0 else r
+
+
+class Ref:
+    """A one-instruction-at-a-time interpreter of the single-function subset used here."""
+
+    def __init__(self, insns: bytes, budget: int):
+        self.insns = [EbpfInst.decode(insns, i) for i in range(len(insns) // 8)]
+        self.budget = budget
+        self.stack = bytearray(STACK)
+        self.data = bytearray(DATA_SIZE)
+
+    def region(self, addr, n, pc, write, frame_off=None):
+        if frame_off is not None and not (-512 <= frame_off and frame_off + n <= 0):
+            raise ProgramFault("ref", pc, addr, "outside the frame")  # r10-relative: own frame
+        if STACK_TOP - STACK <= addr and addr + n <= STACK_TOP:
+            return self.stack, addr - (STACK_TOP - STACK), False
+        if DATA <= addr and addr + n <= DATA + DATA_SIZE:
+            return self.data, addr - DATA, True
+        raise ProgramFault("ref", pc, addr, "fault")
+
+    def run(self, r1=0):
+        regs = [0] * 11
+        regs[1] = r1
+        regs[10] = STACK_TOP
+        pc = 0
+        count = 0
+        t = 0
+        c = COSTS
+        while True:
+            ins = self.insns[pc]
+            count += 1
+            opc, dst, src, off, imm = ins.opc, ins.dst, ins.src, ins.off, ins.imm
+            cls = opc & 7
+            nxt = pc + 1
+            if cls in (4, 7):
+                t += self.alu(regs, ins)
+            elif opc == 0x18:
+                t += c.ld_imm64
+                regs[dst] = (imm & M32) | ((self.insns[pc + 1].imm & M32) << 32)
+                nxt = pc + 2
+            elif cls == 1:
+                n = {0: 4, 8: 2, 0x10: 1, 0x18: 8}[opc & 0x18]
+                addr = (regs[src] + off) & M64
+                buf, o, shared = self.region(addr, n, pc, False, off if src == 10 else None)
+                t += ACCESS_PS if shared else c.load
+                v = int.from_bytes(buf[o : o + n], "little")
+                regs[dst] = sext(v, 8 * n) & M64 if opc & 0xE0 == 0x80 else v
+            elif cls in (2, 3) and opc & 0xE0 == 0x60:
+                n = {0: 4, 8: 2, 0x10: 1, 0x18: 8}[opc & 0x18]
+                addr = (regs[dst] + off) & M64
+                buf, o, shared = self.region(addr, n, pc, True, off if dst == 10 else None)
+                t += ACCESS_PS if shared else c.store
+                v = imm if cls == 2 else regs[src]
+                buf[o : o + n] = (v & ((1 << 8 * n) - 1)).to_bytes(n, "little")
+            elif cls == 3:  # atomic
+                n = 8 if opc & 0x18 == 0x18 else 4
+                mask = (1 << 8 * n) - 1
+                addr = (regs[dst] + off) & M64
+                buf, o, shared = self.region(addr, n, pc, True, off if dst == 10 else None)
+                t += c.atomic + (ACCESS_PS if shared else 0)
+                old = int.from_bytes(buf[o : o + n], "little")
+                v = regs[src] & mask
+                op = imm & 0xF0
+                new = {
+                    0x00: (old + v) & mask,
+                    0x40: old | v,
+                    0x50: old & v,
+                    0xA0: old ^ v,
+                    0xE0: v,
+                }.get(op)
+                if op == 0xF0:
+                    new = v if old == regs[0] & mask else old
+                    regs[0] = old
+                elif imm & 1:
+                    regs[src] = old
+                buf[o : o + n] = new.to_bytes(n, "little")
+            elif opc == 0x95:
+                t += c.exit
+                if count > self.budget:
+                    raise BpfError(errno.ELOOP, "budget")
+                return regs[0], count, t
+            else:  # jumps
+                t += c.branch
+                target = pc + 1 + (imm if opc == 0x06 else off)
+                if opc & 0xF0 == 0 or self.taken(regs, ins):
+                    nxt = target
+                if nxt <= pc and count > self.budget:
+                    raise BpfError(errno.ELOOP, "budget")
+            pc = nxt
+
+    @staticmethod
+    def taken(regs, ins):
+        opc, op = ins.opc, ins.opc & 0xF0
+        wide = opc & 7 == 5
+        a = regs[ins.dst]
+        b = regs[ins.src] if opc & 8 else ins.imm & M64
+        if not wide:
+            a, b = a & M32, b & M32
+        sa, sb = (s64(a), s64(b)) if wide else (s32(a), s32(b))
+        return {
+            0x10: a == b,
+            0x20: a > b,
+            0x30: a >= b,
+            0x40: bool(a & b),
+            0x50: a != b,
+            0x60: sa > sb,
+            0x70: sa >= sb,
+            0xA0: a < b,
+            0xB0: a <= b,
+            0xC0: sa < sb,
+            0xD0: sa <= sb,
+        }[op]
+
+    @staticmethod
+    def alu(regs, ins):
+        opc, dst, src, off, imm = ins.opc, ins.dst, ins.src, ins.off, ins.imm
+        op = opc & 0xF0
+        wide = opc & 7 == 7
+        bits = 64 if wide else 32
+        mask = (1 << bits) - 1
+        a = regs[dst] & mask
+        b = (regs[src] if opc & 8 else imm & M64) & mask
+        sign = s64 if wide else s32
+        cost = COSTS.mul if op == 0x20 else COSTS.div if op in (0x30, 0x90) else COSTS.alu
+        if op == 0x00:
+            r = a + b
+        elif op == 0x10:
+            r = a - b
+        elif op == 0x20:
+            r = a * b
+        elif op == 0x30:
+            r = 0 if b == 0 else (trunc_div(sign(a), sign(b)) if off else a // b)
+        elif op == 0x90:
+            r = a if b == 0 else (trunc_mod(sign(a), sign(b)) if off else a % b)
+        elif op == 0x40:
+            r = a | b
+        elif op == 0x50:
+            r = a & b
+        elif op == 0xA0:
+            r = a ^ b
+        elif op == 0x60:
+            r = a << (b & (bits - 1))
+        elif op == 0x70:
+            r = a >> (b & (bits - 1))
+        elif op == 0xC0:
+            r = sign(a) >> (b & (bits - 1))
+        elif op == 0x80:
+            r = -a
+        elif op == 0xB0:
+            r = sext(regs[src], off) if (opc & 8 and off) else b
+        else:  # END
+            width = imm
+            v = regs[dst] & ((1 << width) - 1)
+            swap = wide or opc & 8
+            r = int.from_bytes(v.to_bytes(width // 8, "little"), "big") if swap else v
+            regs[dst] = r & M64
+            return cost
+        regs[dst] = r & mask
+        return cost
+
+
+# --------------------------------------------------------------------------------------------
+# Random programs
+# --------------------------------------------------------------------------------------------
+
+IMMS = st.one_of(
+    st.sampled_from([0, 1, -1, 2, 7, 31, 32, 33, 63, 64, 0x7FFFFFFF, -0x80000000, 0xFF, -256]),
+    st.integers(-(2**31), 2**31 - 1),
+)
+ALU_OPS = [
+    (0x00, 0), (0x10, 0), (0x20, 0), (0x30, 0), (0x30, 1), (0x40, 0), (0x50, 0), (0x60, 0),
+    (0x70, 0), (0x90, 0), (0x90, 1), (0xA0, 0), (0xC0, 0), (0xB0, 0),
+]  # fmt: skip
+JMP_OPS = [0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0xA0, 0xB0, 0xC0, 0xD0]
+SIZES = {1: 0x10, 2: 0x08, 4: 0x00, 8: 0x18}
+
+
+@st.composite
+def programs(draw):
+    """Random single-function programs: r9 points into the stack and r8 at a shared data region
+    (both set by a prologue and never written again); ALU ops write r0..r7."""
+    length = draw(st.integers(1, 22))
+    body: list[list[EbpfInst] | tuple] = []
+    for _ in range(length):
+        kind = draw(st.sampled_from(
+            ["alu", "alu", "alu", "jmp", "jmp", "ja", "stack", "ptr", "data", "atomic", "lddw",
+             "misc", "exit"]
+        ))  # fmt: skip
+        dst = draw(st.integers(0, 7))
+        src = draw(st.integers(0, 10))
+        imm = draw(IMMS)
+        if kind == "alu":
+            op, off = draw(st.sampled_from(ALU_OPS))
+            cls = draw(st.sampled_from([0x04, 0x07]))
+            x = draw(st.booleans())
+            body.append([EbpfInst(cls | op | (8 if x else 0), dst, src if x else 0, off,
+                                  0 if x else imm)])
+        elif kind == "misc":
+            choice = draw(st.integers(0, 4))
+            if choice == 0:  # neg
+                body.append([EbpfInst(draw(st.sampled_from([0x84, 0x87])), dst)])
+            elif choice == 1:  # movsx
+                wide = draw(st.booleans())
+                off = draw(st.sampled_from([8, 16, 32] if wide else [8, 16]))
+                body.append([EbpfInst(0xBF if wide else 0xBC, dst, src, off)])
+            elif choice == 2:  # le/be/bswap
+                opc = draw(st.sampled_from([0xD4, 0xDC, 0xD7]))
+                body.append([EbpfInst(opc, dst, 0, 0, draw(st.sampled_from([16, 32, 64])))])
+            elif choice == 3:  # memsx load from the stack
+                n = draw(st.sampled_from([1, 2, 4]))
+                body.append([EbpfInst(0x81 | SIZES[n], dst, 10, -draw(st.integers(n, 64)))])
+            else:  # arsh/rsh/lsh by register
+                opc = draw(st.sampled_from([0x6F, 0x7F, 0xCF, 0x6C, 0x7C, 0xCC]))
+                body.append([EbpfInst(opc, dst, src)])
+        elif kind in ("jmp", "ja"):
+            body.append((kind, dst, src, imm, draw(st.integers(0, length)),
+                         draw(st.sampled_from(JMP_OPS)), draw(st.booleans()),
+                         draw(st.booleans())))
+        elif kind == "stack":
+            n = draw(st.sampled_from([1, 2, 4, 8]))
+            off = draw(st.one_of(st.integers(-64, -n), st.integers(-520, 8)))
+            if draw(st.booleans()):
+                body.append([EbpfInst(0x61 | SIZES[n], dst, 10, off)])
+            elif draw(st.booleans()):
+                body.append([EbpfInst(0x63 | SIZES[n], 10, src, off)])
+            else:
+                body.append([EbpfInst(0x62 | SIZES[n], 10, 0, off, imm)])
+        elif kind in ("ptr", "data", "atomic"):
+            base = 9 if kind == "ptr" else 8
+            n = draw(st.sampled_from([1, 2, 4, 8]))
+            off = draw(st.integers(-16, 64))
+            if kind == "atomic":
+                n = draw(st.sampled_from([4, 8]))
+                base = draw(st.sampled_from([8, 9, 10]))
+                off = -8 if base == 10 else draw(st.integers(-8, 56)) & ~(n - 1)
+                aop = draw(st.sampled_from([0x00, 0x01, 0x40, 0x41, 0x50, 0x51, 0xA0, 0xA1,
+                                            0xE1, 0xF1]))
+                body.append([EbpfInst(0xC3 | (0x18 if n == 8 else 0), base,
+                                      draw(st.integers(0, 7)), off, aop)])
+            elif draw(st.booleans()):
+                body.append([EbpfInst(0x61 | SIZES[n], dst, base, off)])
+            else:
+                body.append([EbpfInst(0x63 | SIZES[n], base, src, off)])
+        elif kind == "lddw":
+            body.append(lddw(dst, draw(st.integers(0, M64))))
+        else:
+            body.append([EbpfInst(0x95)])
+    body.append([EbpfInst(0x95)])
+    # Lay out slots, then resolve jump targets (to item starts, so never into an LD_DW_IMM).
+    prologue = [EbpfInst(0xBF, 9, 10), EbpfInst(0x07, 9, 0, 0, -256), *lddw(8, DATA)]
+    starts, pos = [], len(prologue)
+    for item in body:
+        starts.append(pos)
+        pos += 1 if isinstance(item, tuple) else len(item)
+    out = list(prologue)
+    for k, item in enumerate(body):
+        if not isinstance(item, tuple):
+            out += item
+            continue
+        kind, dst, src, imm, target_item, op, x, j32 = item
+        target = starts[target_item]
+        rel = target - starts[k] - 1
+        if kind == "ja":
+            out.append(EbpfInst(0x06, 0, 0, 0, rel) if j32 else EbpfInst(0x05, 0, 0, rel))
+        else:
+            cls = 0x06 if j32 else 0x05
+            out.append(EbpfInst(cls | op | (8 if x else 0), dst, src if x else 0, rel,
+                                0 if x else imm))
+    return encode_all(out)
+
+
+def regions():
+    return RegionSet([
+        Region(STACK_TOP - STACK, STACK_TOP, buf=bytearray(STACK), name="stack", shared=False),
+        Region(DATA, DATA + DATA_SIZE, buf=bytearray(DATA_SIZE), name="data"),
+    ])  # fmt: skip
+
+
+def outcome(fn):
+    try:
+        return ("ok", *fn())
+    except ProgramFault as f:
+        return ("fault", f.pc, f.addr)
+    except BpfError as e:
+        return ("error", e.errno)
+
+
+def engine_functional(code, budget):
+    prog = compile_program(code, name="rand", costs=COSTS)
+    bud = Budget(budget)
+    r0 = prog.run(regions(), stack_top=STACK_TOP, helpers={}, budget=bud)
+    return r0, bud.used
+
+
+def engine_timed(code, budget, step):
+    prog = compile_program(code, name="rand", costs=COSTS)
+    bud = Budget(budget)
+    gen = prog.run_timed(regions(), stack_top=STACK_TOP, budget=bud, t=0, horizon=step,
+                         access=lambda a, n, w, t: ACCESS_PS)
+    answer = None
+    while True:
+        try:
+            req = gen.send(answer)
+        except StopIteration as done:
+            r0, t = done.value
+            return r0, bud.used, t
+        assert type(req) is int, "no helper calls in these programs"
+        answer = req + step
+
+
+@settings(max_examples=400, deadline=None)
+@given(programs(), st.integers(1, 400))
+def test_random_programs_agree_with_the_reference(code, budget):
+    ref = outcome(lambda: Ref(code, budget).run())
+    got = outcome(lambda: engine_functional(code, budget))
+    want = ref if ref[0] != "ok" else ref[:3]
+    assert got == want, f"functional form differs\n{compile_program(code).source}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(programs(), st.integers(1, 400), st.sampled_from([0, 1000, 10**12]))
+def test_random_programs_timed_form_agrees_including_time(code, budget, step):
+    ref = outcome(lambda: Ref(code, budget).run())
+    got = outcome(lambda: engine_timed(code, budget, step))
+    assert got == ref, f"timed form differs\n{compile_program(code).source}"
