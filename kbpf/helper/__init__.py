@@ -13,6 +13,7 @@ modules (ring buffer, perf output) add their specs to it the same way.
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import import_module
 
 from kbpf.helper import basic, printk
 from kbpf.helper.adapter import HelperOp, HelperSpec, Ret, adapt
@@ -49,10 +50,29 @@ HELPERS: list[HelperSpec] = [
 ]
 
 
+#: Modules of further helper families, each exporting its own ``HELPERS`` list of specs
+#: (ring buffer, perf output, dynptr); imported when the tables are built.
+HELPER_MODULES = ("kbpf.helper.ringbuf", "kbpf.helper.perf")
+
+
+def all_helper_specs() -> list[HelperSpec]:
+    """``HELPERS`` plus every family module's list, in id order."""
+    specs = list(HELPERS)
+    for name in HELPER_MODULES:
+        try:
+            module = import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue  # that family is not part of this build
+        specs.extend(module.HELPERS)
+    return sorted(specs, key=lambda s: int(s.func_id))
+
+
 def request_helpers(host: KernelAuxiliaryOps) -> dict[int, HelperOp]:
     """Helper id -> ``f(r1..r5)`` returning a request generator whose value is r0."""
     env = HelperEnv(host)
-    return {int(spec.func_id): adapt(spec, env) for spec in HELPERS}
+    return {int(spec.func_id): adapt(spec, env) for spec in all_helper_specs()}
 
 
 def init_helper_functions(

@@ -9,19 +9,30 @@ EOPNOTSUPP; a number that is no map type at all fails with EINVAL, as ``map_crea
 from __future__ import annotations
 
 import errno
+from importlib import import_module
 
 from kbpf.errors import BpfError
 from kbpf.host import KernelAuxiliaryOps, Lock, PerCpuVariantsOps, PollWaker
 from kbpf.linux_bpf import BpfMapType
-from kbpf.map.array import ArrayMap, PerCpuArrayMap
 from kbpf.map.meta import BpfMapMeta
 from kbpf.map.ops import MAP_LOCK_OFFSET, BpfMapOps, UnifiedMap
 
-#: map type -> the ops class implementing it.  Families add their lines here.
-MAP_TYPE_OPS: dict[BpfMapType, type[BpfMapOps]] = {
-    BpfMapType.BPF_MAP_TYPE_ARRAY: ArrayMap,
-    BpfMapType.BPF_MAP_TYPE_PERCPU_ARRAY: PerCpuArrayMap,
+T = BpfMapType
+#: map type -> ``"module:Class"`` of the ops class implementing it, imported on first use (so a
+#: family's module loads only when a map of its type is created).  Families add lines here.
+MAP_TYPE_OPS: dict[BpfMapType, str] = {
+    T.BPF_MAP_TYPE_ARRAY: "kbpf.map.array:ArrayMap",
+    T.BPF_MAP_TYPE_PERCPU_ARRAY: "kbpf.map.array:PerCpuArrayMap",
+    T.BPF_MAP_TYPE_PERF_EVENT_ARRAY: "kbpf.map.perf_event_array:PerfEventArrayMap",
+    T.BPF_MAP_TYPE_HASH: "kbpf.map.hash:HashMap",
+    T.BPF_MAP_TYPE_PERCPU_HASH: "kbpf.map.hash:PerCpuHashMap",
+    T.BPF_MAP_TYPE_LRU_HASH: "kbpf.map.lru:LruHashMap",
+    T.BPF_MAP_TYPE_LRU_PERCPU_HASH: "kbpf.map.lru:LruPerCpuHashMap",
+    T.BPF_MAP_TYPE_QUEUE: "kbpf.map.queue_stack:QueueMap",
+    T.BPF_MAP_TYPE_STACK: "kbpf.map.queue_stack:StackMap",
+    T.BPF_MAP_TYPE_RINGBUF: "kbpf.map.ringbuf:RingBufMap",
 }
+_RESOLVED: dict[BpfMapType, type[BpfMapOps]] = {}
 
 
 def map_ops_class(map_type: BpfMapType | int) -> type[BpfMapOps]:
@@ -31,14 +42,17 @@ def map_ops_class(map_type: BpfMapType | int) -> type[BpfMapOps]:
         kind = BpfMapType(map_type)
     except ValueError:
         raise BpfError(errno.EINVAL, f"unknown map type {map_type}") from None
-    cls = MAP_TYPE_OPS.get(kind)
-    if cls is None:
-        if kind == BpfMapType.BPF_MAP_TYPE_UNSPEC:
-            raise BpfError(errno.EINVAL, "map type 0 (BPF_MAP_TYPE_UNSPEC) has no implementation")
-        raise BpfError(
-            errno.EOPNOTSUPP, f"{kind.name} is a Linux map type that kbpf does not implement"
-        )
-    return cls
+    cls = _RESOLVED.get(kind)
+    if cls is not None:
+        return cls
+    where = MAP_TYPE_OPS.get(kind)
+    if where is not None:
+        module, _, name = where.partition(":")
+        cls = _RESOLVED[kind] = getattr(import_module(module), name)
+        return cls
+    if kind == BpfMapType.BPF_MAP_TYPE_UNSPEC:
+        raise BpfError(errno.EINVAL, "map type 0 (BPF_MAP_TYPE_UNSPEC) has no implementation")
+    raise BpfError(errno.EOPNOTSUPP, f"{kind.name} is a Linux map type that kbpf does not implement")
 
 
 def bpf_map_create(
