@@ -73,9 +73,9 @@ class Machine:
     def now_ns(self) -> int:
         return int(self.env.now) // PS_PER_NS
 
-    def access(self, addr: int, size: int, write: bool, t: int) -> int:
-        """Price one shared memory access at local time ``t`` (ps).  The hardware issue's caches
-        replace this flat L1 cost with the coherence directory."""
+    def access(self, cpu: int, addr: int, size: int, write: bool, t: int) -> int:
+        """Price one shared memory access by ``cpu`` at its local time ``t`` (ps).  The hardware
+        issue's caches replace this flat L1 cost with the coherence directory."""
         return self._l1_ps
 
     # -- maps -------------------------------------------------------------------------------

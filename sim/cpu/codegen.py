@@ -30,9 +30,12 @@ So a loop of one block, such as ``r0 += r1; r1 += 1; if r1 < N goto loop``, beco
 ``while True:`` with an ``if ...: continue`` at its end: no dispatch at all per iteration.
 
 **Budget.**  Each block subtracts its length from the local ``b``; ``b < 0`` is tested on every
-jump that goes backward in program order (every cycle has one), before calls and at exits, so
-the check costs one comparison per loop iteration.  Counts are exact: a run fails with ELOOP iff
-it executed more instructions than its budget.
+jump that goes backward in program order (every cycle has one; recursion is bounded by the
+frame limit instead) and at every exit, so the check costs one comparison per loop iteration.
+Counts are exact: a run that ends fails with ELOOP iff it executed more instructions than its
+budget, and a run that does not end fails at the first backward jump past the budget.  (A fault
+between the budget running out and that check is reported as the fault.)  Single-block loops
+are unrolled (:meth:`_FunctionWriter.unrolled`) so the check is paid once per group of copies.
 
 **Memory.**  A load or store through ``r10`` with a constant offset is statically the current
 stack frame: it indexes the stack buffer directly (``so`` is r10's index in it).  Every other
@@ -103,6 +106,7 @@ FRAME = 512
 MAX_LOOP_NEST = 12
 #: Blocks are inlined into their predecessor's branch at most this deep (indentation limit).
 MAX_INLINE_DEPTH = 24
+MAX_INLINE_CHAIN = 100
 #: Single-block self-loops of at most UNROLL_MAX_INSNS instructions run several copies of their
 #: body per ``while`` iteration (about UNROLL_TARGET instructions, at most UNROLL_MAX copies), so
 #: the budget is checked once per copy group.  Measured on the ALU loop of
@@ -136,7 +140,8 @@ class Block:
     preds: list[Block] = field(default_factory=list)
     region: Region | None = None
     inline_into: Block | None = None  # emitted inside this predecessor's edge
-    depth: int = 0  # inline nesting depth
+    depth: int = 0  # inline nesting depth (indentation)
+    chain: int = 0  # inlined blocks above this one (recursion depth of the writer)
     kids: list[Block] = field(default_factory=list)  # blocks inlined into this one
 
     def tree(self):
@@ -225,19 +230,7 @@ def analyse(decoded, fstart: int, fend: int) -> Function:
             tb = by_start[t]
             if tb.idx <= b.idx:
                 intervals.add((tb.idx, b.idx))
-    changed = True
-    while changed:
-        changed = False
-        for a in sorted(intervals):
-            for c in sorted(intervals):
-                if a[0] < c[0] <= a[1] < c[1]:
-                    intervals.discard(a)
-                    intervals.discard(c)
-                    intervals.add((a[0], c[1]))
-                    changed = True
-                    break
-            if changed:
-                break
+    intervals = _laminar(intervals)
     root = Region(0, len(blocks) - 1, loop=False)
     stack = [root]
     depth_of = {id(root): 0}
@@ -270,10 +263,11 @@ def analyse(decoded, fstart: int, fend: int) -> Function:
         if p.idx >= b.idx or p.region is not b.region:
             continue
         depth = p.depth + (1 if p.term == "cond" else 0)
-        if depth > MAX_INLINE_DEPTH:
+        if depth > MAX_INLINE_DEPTH or p.chain >= MAX_INLINE_CHAIN:
             continue
         b.inline_into = p
         b.depth = depth
+        b.chain = p.chain + 1
         p.kids.append(b)
 
     # -- items and exits -------------------------------------------------------------------
@@ -314,6 +308,27 @@ def analyse(decoded, fstart: int, fend: int) -> Function:
         raise AssertionError("backward jump outside any loop region")
     _simulate(root, frozenset({fstart}))
     return Function(fstart, fend, blocks, by_start, root)
+
+
+def _laminar(intervals: set[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merge crossing intervals until any two are nested or disjoint.
+
+    One sweep in order of (start, -end) with a stack of the intervals that contain the current
+    start: a new interval that ends after the top of the stack crosses it, so the two merge
+    (and the merged one may cross the next one down).  Intervals already popped ended before
+    the current start, so they cannot cross anything that follows.
+    """
+    done: list[tuple[int, int]] = []
+    stack: list[tuple[int, int]] = []
+    for lo, hi in sorted(intervals, key=lambda iv: (iv[0], -iv[1])):
+        while stack and stack[-1][1] < lo:
+            done.append(stack.pop())
+        while stack and stack[-1][1] < hi:
+            lo = stack.pop()[0]
+        if stack and stack[-1] == (lo, hi):
+            continue
+        stack.append((lo, hi))
+    return done + stack
 
 
 def _item_exits(item) -> set[int]:

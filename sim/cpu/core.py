@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import simpy
@@ -65,6 +66,8 @@ class Core:
         self.invocations = 0
         self._wake: simpy.Event | None = None
         self.running: Invocation | None = None
+        # The engine prices each shared access through this, bound to the core once.
+        self.access = partial(machine.access, cpu_id)
         self.process = self.env.process(self._loop())
 
     # -- scheduling -------------------------------------------------------------------------
@@ -111,7 +114,7 @@ class Core:
         gen = prog.compiled.run_timed(
             regions, ctx_addr, 0, 0, 0, 0,
             stack_top=m.kernel.stack_top[self.id], budget=m.insn_budget,
-            t=t0, horizon=self.horizon(), access=m.access,
+            t=t0, horizon=self.horizon(), access=self.access,
         )
         t = t0
         try:
@@ -168,7 +171,7 @@ class Core:
         op = fn(*args)
         answer = None
         locks = m.spinlocks
-        access = m.access
+        access = self.access
         work_ps = m.work_ps
         try:
             while True:

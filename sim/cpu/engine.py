@@ -181,17 +181,14 @@ class CompiledProgram:
         rt = self._runtime(regions, stack_top, helpers, bud, None)
         bud.rt = rt
         active = self._active
-        prev = active.get(stack_top)
         active[stack_top] = bud
         try:
             r0, bud.left = self._f0(
                 r1 & M64, r2 & M64, r3 & M64, r4 & M64, r5 & M64, stack_top, bud.left, rt
             )
         finally:
-            if prev is None:
+            if active.get(stack_top) is bud:
                 del active[stack_top]
-            else:
-                active[stack_top] = prev
         return r0
 
     def call(
@@ -264,7 +261,6 @@ class CompiledProgram:
 
     def _drive(self, g, args, r10, stack_top, bud, rt, t, horizon, entry: bool):
         active = self._active
-        prev = active.get(stack_top)
         if entry:
             active[stack_top] = bud
         saved = bud.r10
@@ -272,11 +268,8 @@ class CompiledProgram:
             r0, bud.left, t, _h = yield from g(*args, r10, bud.left, rt, t, horizon)
         finally:
             bud.r10 = saved
-            if entry:
-                if prev is None:
-                    active.pop(stack_top, None)
-                else:
-                    active[stack_top] = prev
+            if entry and active.get(stack_top) is bud:
+                del active[stack_top]
         return r0, t
 
     # -- helpers for call / call_timed -------------------------------------------------------------

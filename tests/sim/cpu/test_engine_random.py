@@ -26,6 +26,12 @@ STACK = 4096
 DATA = 0x5000_0000
 DATA_SIZE = 64
 ACCESS_PS = 777
+HELPER_PS = 50
+
+
+def helper(a, b, c, d, e):
+    return (a * 3 + b - e) & M64
+
 COSTS = Costs(alu=3, mul=5, div=7, branch=11, ld_imm64=13, load=17, store=19, atomic=23,
               call=29, exit=31, local_call=37)
 
@@ -81,6 +87,7 @@ class Ref:
         count = 0
         t = 0
         c = COSTS
+        frames = []  # (return pc, saved r1..r9, r10) of each caller
         while True:
             ins = self.insns[pc]
             count += 1
@@ -133,7 +140,22 @@ class Ref:
                 t += c.exit
                 if count > self.budget:
                     raise BpfError(errno.ELOOP, "budget")
-                return regs[0], count, t
+                if not frames:
+                    return regs[0], count, t
+                nxt, saved, r10 = frames.pop()
+                regs[1:10] = saved
+                regs[10] = r10
+            elif opc == 0x85 and src == 1:  # call local: a fresh frame 512 bytes down
+                t += c.local_call
+                if len(frames) == 7:
+                    raise BpfError(errno.E2BIG, "frames")
+                frames.append((pc + 1, regs[1:10], regs[10]))
+                regs[0] = regs[6] = regs[7] = regs[8] = regs[9] = 0
+                regs[10] -= 512
+                nxt = pc + 1 + imm
+            elif opc == 0x85:  # helper 1; the test driver adds HELPER_PS to the clock
+                t += c.call + HELPER_PS
+                regs[0] = helper(*regs[1:6])
             else:  # jumps
                 t += c.branch
                 target = pc + 1 + (imm if opc == 0x06 else off)
@@ -230,17 +252,12 @@ JMP_OPS = [0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0xA0, 0xB0, 0xC0, 0xD0]
 SIZES = {1: 0x10, 2: 0x08, 4: 0x00, 8: 0x18}
 
 
-@st.composite
-def programs(draw):
-    """Random single-function programs: r9 points into the stack and r8 at a shared data region
-    (both set by a prologue and never written again); ALU ops write r0..r7."""
-    length = draw(st.integers(1, 22))
-    body: list[list[EbpfInst] | tuple] = []
+def _items(draw, length, calls: bool):
+    items: list = []
     for _ in range(length):
-        kind = draw(st.sampled_from(
-            ["alu", "alu", "alu", "jmp", "jmp", "ja", "stack", "ptr", "data", "atomic", "lddw",
-             "misc", "exit"]
-        ))  # fmt: skip
+        kinds = ["alu", "alu", "alu", "jmp", "jmp", "ja", "stack", "ptr", "data", "atomic",
+                 "lddw", "misc", "exit"] + (["call", "call"] if calls else [])
+        kind = draw(st.sampled_from(kinds))
         dst = draw(st.integers(0, 7))
         src = draw(st.integers(0, 10))
         imm = draw(IMMS)
@@ -248,38 +265,40 @@ def programs(draw):
             op, off = draw(st.sampled_from(ALU_OPS))
             cls = draw(st.sampled_from([0x04, 0x07]))
             x = draw(st.booleans())
-            body.append([EbpfInst(cls | op | (8 if x else 0), dst, src if x else 0, off,
-                                  0 if x else imm)])
+            items.append([EbpfInst(cls | op | (8 if x else 0), dst, src if x else 0, off,
+                                   0 if x else imm)])
         elif kind == "misc":
             choice = draw(st.integers(0, 4))
             if choice == 0:  # neg
-                body.append([EbpfInst(draw(st.sampled_from([0x84, 0x87])), dst)])
+                items.append([EbpfInst(draw(st.sampled_from([0x84, 0x87])), dst)])
             elif choice == 1:  # movsx
                 wide = draw(st.booleans())
                 off = draw(st.sampled_from([8, 16, 32] if wide else [8, 16]))
-                body.append([EbpfInst(0xBF if wide else 0xBC, dst, src, off)])
+                items.append([EbpfInst(0xBF if wide else 0xBC, dst, src, off)])
             elif choice == 2:  # le/be/bswap
                 opc = draw(st.sampled_from([0xD4, 0xDC, 0xD7]))
-                body.append([EbpfInst(opc, dst, 0, 0, draw(st.sampled_from([16, 32, 64])))])
+                items.append([EbpfInst(opc, dst, 0, 0, draw(st.sampled_from([16, 32, 64])))])
             elif choice == 3:  # memsx load from the stack
                 n = draw(st.sampled_from([1, 2, 4]))
-                body.append([EbpfInst(0x81 | SIZES[n], dst, 10, -draw(st.integers(n, 64)))])
+                items.append([EbpfInst(0x81 | SIZES[n], dst, 10, -draw(st.integers(n, 64)))])
             else:  # arsh/rsh/lsh by register
                 opc = draw(st.sampled_from([0x6F, 0x7F, 0xCF, 0x6C, 0x7C, 0xCC]))
-                body.append([EbpfInst(opc, dst, src)])
+                items.append([EbpfInst(opc, dst, src)])
         elif kind in ("jmp", "ja"):
-            body.append((kind, dst, src, imm, draw(st.integers(0, length)),
-                         draw(st.sampled_from(JMP_OPS)), draw(st.booleans()),
-                         draw(st.booleans())))
+            items.append((kind, dst, src, imm, draw(st.integers(0, length)),
+                          draw(st.sampled_from(JMP_OPS)), draw(st.booleans()),
+                          draw(st.booleans())))
+        elif kind == "call":
+            items.append(("local",) if draw(st.booleans()) else [EbpfInst(0x85, imm=1)])
         elif kind == "stack":
             n = draw(st.sampled_from([1, 2, 4, 8]))
             off = draw(st.one_of(st.integers(-64, -n), st.integers(-520, 8)))
             if draw(st.booleans()):
-                body.append([EbpfInst(0x61 | SIZES[n], dst, 10, off)])
+                items.append([EbpfInst(0x61 | SIZES[n], dst, 10, off)])
             elif draw(st.booleans()):
-                body.append([EbpfInst(0x63 | SIZES[n], 10, src, off)])
+                items.append([EbpfInst(0x63 | SIZES[n], 10, src, off)])
             else:
-                body.append([EbpfInst(0x62 | SIZES[n], 10, 0, off, imm)])
+                items.append([EbpfInst(0x62 | SIZES[n], 10, 0, off, imm)])
         elif kind in ("ptr", "data", "atomic"):
             base = 9 if kind == "ptr" else 8
             n = draw(st.sampled_from([1, 2, 4, 8]))
@@ -290,37 +309,65 @@ def programs(draw):
                 off = -8 if base == 10 else draw(st.integers(-8, 56)) & ~(n - 1)
                 aop = draw(st.sampled_from([0x00, 0x01, 0x40, 0x41, 0x50, 0x51, 0xA0, 0xA1,
                                             0xE1, 0xF1]))
-                body.append([EbpfInst(0xC3 | (0x18 if n == 8 else 0), base,
-                                      draw(st.integers(0, 7)), off, aop)])
+                items.append([EbpfInst(0xC3 | (0x18 if n == 8 else 0), base,
+                                       draw(st.integers(0, 7)), off, aop)])
             elif draw(st.booleans()):
-                body.append([EbpfInst(0x61 | SIZES[n], dst, base, off)])
+                items.append([EbpfInst(0x61 | SIZES[n], dst, base, off)])
             else:
-                body.append([EbpfInst(0x63 | SIZES[n], base, src, off)])
+                items.append([EbpfInst(0x63 | SIZES[n], base, src, off)])
         elif kind == "lddw":
-            body.append(lddw(dst, draw(st.integers(0, M64))))
+            items.append(lddw(dst, draw(st.integers(0, M64))))
         else:
-            body.append([EbpfInst(0x95)])
-    body.append([EbpfInst(0x95)])
-    # Lay out slots, then resolve jump targets (to item starts, so never into an LD_DW_IMM).
-    prologue = [EbpfInst(0xBF, 9, 10), EbpfInst(0x07, 9, 0, 0, -256), *lddw(8, DATA)]
-    starts, pos = [], len(prologue)
-    for item in body:
+            items.append([EbpfInst(0x95)])
+    items.append([EbpfInst(0x95)])
+    return items
+
+
+def _layout(items, first: int):
+    """Slot index of each item of a function starting at slot ``first`` (after its prologue)."""
+    starts, pos = [], first
+    for item in items:
         starts.append(pos)
-        pos += 1 if isinstance(item, tuple) else len(item)
-    out = list(prologue)
-    for k, item in enumerate(body):
-        if not isinstance(item, tuple):
-            out += item
-            continue
-        kind, dst, src, imm, target_item, op, x, j32 = item
-        target = starts[target_item]
-        rel = target - starts[k] - 1
-        if kind == "ja":
-            out.append(EbpfInst(0x06, 0, 0, 0, rel) if j32 else EbpfInst(0x05, 0, 0, rel))
-        else:
-            cls = 0x06 if j32 else 0x05
-            out.append(EbpfInst(cls | op | (8 if x else 0), dst, src if x else 0, rel,
-                                0 if x else imm))
+        pos += len(item) if isinstance(item, list) else 1
+    return starts, pos
+
+
+PROLOGUE = [EbpfInst(0xBF, 9, 10), EbpfInst(0x07, 9, 0, 0, -256), *lddw(8, DATA)]
+
+
+@st.composite
+def programs(draw, calls: bool = False):
+    """Random programs of one function, or two with ``calls`` (the second may be called from
+    both, recursively too; helper 1 is :func:`helper`).  Each function's prologue points r9
+    into its stack frame and r8 at a shared data region; they are never written again, and
+    ALU ops write r0..r7."""
+    n_funcs = 2 if calls else 1
+    funcs = [_items(draw, draw(st.integers(1, 22 if n_funcs == 1 else 12)), calls)
+             for _ in range(n_funcs)]
+    layouts, pos = [], 0
+    for items in funcs:
+        starts, end = _layout(items, pos + len(PROLOGUE))
+        layouts.append((pos, starts))
+        pos = end
+    sub = layouts[-1][0]
+    out: list[EbpfInst] = []
+    for items, (_fstart, starts) in zip(funcs, layouts, strict=True):
+        out += PROLOGUE
+        for k, item in enumerate(items):
+            here = starts[k]
+            if isinstance(item, list):
+                out += item
+            elif item[0] == "local":
+                out.append(EbpfInst(0x85, 0, 1, 0, sub - here - 1))
+            else:
+                kind, dst, src, imm, target_item, op, x, j32 = item
+                rel = starts[target_item] - here - 1
+                if kind == "ja":
+                    out.append(EbpfInst(0x06, 0, 0, 0, rel) if j32 else EbpfInst(0x05, 0, 0, rel))
+                else:
+                    cls = 0x06 if j32 else 0x05
+                    out.append(EbpfInst(cls | op | (8 if x else 0), dst, src if x else 0, rel,
+                                        0 if x else imm))
     return encode_all(out)
 
 
@@ -343,7 +390,7 @@ def outcome(fn):
 def engine_functional(code, budget):
     prog = compile_program(code, name="rand", costs=COSTS)
     bud = Budget(budget)
-    r0 = prog.run(regions(), stack_top=STACK_TOP, helpers={}, budget=bud)
+    r0 = prog.run(regions(), stack_top=STACK_TOP, helpers={1: helper}, budget=bud)
     return r0, bud.used
 
 
@@ -359,8 +406,12 @@ def engine_timed(code, budget, step):
         except StopIteration as done:
             r0, t = done.value
             return r0, bud.used, t
-        assert type(req) is int, "no helper calls in these programs"
-        answer = req + step
+        if type(req) is int:
+            answer = req + step
+        else:
+            hid, a1, a2, a3, a4, a5, t = req
+            assert hid == 1
+            answer = (helper(a1, a2, a3, a4, a5), t + HELPER_PS, t + HELPER_PS + step)
 
 
 @settings(max_examples=400, deadline=None)
@@ -372,8 +423,18 @@ def test_random_programs_agree_with_the_reference(code, budget):
     assert got == want, f"functional form differs\n{compile_program(code).source}"
 
 
+@settings(max_examples=300, deadline=None)
+@given(programs(calls=True), st.integers(1, 600))
+def test_random_programs_with_calls_agree_with_the_reference(code, budget):
+    ref = outcome(lambda: Ref(code, budget).run())
+    got = outcome(lambda: engine_functional(code, budget))
+    want = ref if ref[0] != "ok" else ref[:3]
+    assert got == want, f"functional form differs\n{compile_program(code).source}"
+
+
 @settings(max_examples=200, deadline=None)
-@given(programs(), st.integers(1, 400), st.sampled_from([0, 1000, 10**12]))
+@given(st.one_of(programs(), programs(calls=True)), st.integers(1, 400),
+       st.sampled_from([0, 1000, 10**12]))
 def test_random_programs_timed_form_agrees_including_time(code, budget, step):
     ref = outcome(lambda: Ref(code, budget).run())
     got = outcome(lambda: engine_timed(code, budget, step))
