@@ -19,6 +19,7 @@ from kbpf.linux_bpf import BpfMapType, BpfProgType
 from sim.cpu.core import Core, Invocation
 from sim.cpu.preset import Preset, check_cpus
 from sim.cpu.spinlock import SpinLocks
+from sim.cpu.task import Scheduler, Task
 from sim.kernel.kernel import Kernel
 from sim.mem import Memory
 from sim.user.maps import MapHandle, map_type_from
@@ -60,6 +61,9 @@ class Machine:
         self.mem = Memory(memory_mib=memory_mib, ncpus=cpus)
         self.kernel = Kernel(self)
         self.host = self.kernel.host
+        self.scheduler = Scheduler(self)
+        self.task_errors: list = []
+        self._active_tasks = 0
         self.cores = [Core(self, cpu) for cpu in range(cpus)]
         self.faults: list[BpfError] = []
         self._seq = 0
@@ -114,8 +118,35 @@ class Machine:
     def _finished(self, _event) -> None:
         self._pending -= 1
         self.ncompleted += 1
-        if self._pending == 0 and self._idle is not None and not self._idle.triggered:
+        self._check_idle()
+
+    def task_activity(self, delta: int) -> None:
+        """A task gained (+1) or lost (-1) work; called by the scheduler."""
+        self._active_tasks += delta
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if self._pending == 0 and self._active_tasks == 0 and self._idle is not None and not self._idle.triggered:
             self._idle.succeed()
+
+    # -- tasks ------------------------------------------------------------------------------
+    def spawn(self, body, cpu: int = 0, comm: str = "task", process=None) -> Task:
+        """Start a user task running ``body(task)`` on ``cpu`` (see :mod:`sim.cpu.task`).
+
+        ``process`` is a kernel process to join (a new one named ``comm`` by default): its pid
+        is the task's tgid, and the first task of a process has pid == tgid.
+        """
+        if not isinstance(cpu, int) or not 0 <= cpu < self.ncpus:
+            raise ValueError(f"cpu must be between 0 and {self.ncpus - 1}, got {cpu!r}")
+        if process is None:
+            process = self.kernel.new_process(comm)
+            pid = process.pid
+        else:
+            pid = self.kernel.new_pid()
+        task = Task(pid=pid, tgid=process.pid, comm=comm, process=process, cpu=cpu)
+        task.body = body(task)
+        self.scheduler.add(task)
+        return task
 
     def record_fault(self, inv: Invocation, err: BpfError) -> None:
         self.faults.append(err)
@@ -137,7 +168,7 @@ class Machine:
                 if until_ps > self.env.now:
                     self.env.run(until=until_ps)
                 return
-            if self._pending:
+            if self._pending or self._active_tasks:
                 self._idle = self.env.event()
                 self.env.run(until=self._idle)
                 self._idle = None
@@ -159,7 +190,7 @@ class Machine:
 
     @property
     def busy(self) -> bool:
-        return self._pending > 0
+        return self._pending > 0 or self._active_tasks > 0
 
     # -- output -----------------------------------------------------------------------------
     def trace_lines(self) -> list[str]:

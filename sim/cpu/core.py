@@ -25,6 +25,7 @@ import simpy
 
 from kbpf.errors import BpfError
 from kbpf.host import Acquire, Callback, Release, Touch, Work
+from sim.cpu.task import Task
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.machine import Machine
@@ -54,27 +55,40 @@ class Invocation:
 
 
 class Core:
-    """One CPU: a FIFO of invocations run in submission order, one at a time, preemption off."""
+    """One CPU: program invocations (FIFO, preemption off) and user tasks (``sim.cpu.task``)."""
 
     def __init__(self, machine: Machine, cpu_id: int):
         self.m = machine
         self.env: simpy.Environment = machine.env
         self.id = cpu_id
         self.queue: deque[Invocation] = deque()
-        self.t = 0  # local clock while running (ps)
-        self.busy_ps = 0
+        self.runq: deque[Task] = deque()
+        self.current: Task | None = None  # the task on this CPU (possibly interrupted)
+        self.t = 0  # local clock while running a program (ps)
+        self.busy_ps = 0  # time spent running programs
+        self.task_ps = 0  # time spent running tasks (including context switches)
         self.invocations = 0
-        self._wake: simpy.Event | None = None
+        self.context_switches = 0
+        self._kick: simpy.Event | None = None
         self.running: Invocation | None = None
         # The engine prices each shared access through this, bound to the core once.
         self.access = partial(machine.access, cpu_id)
         self.process = self.env.process(self._loop())
 
     # -- scheduling -------------------------------------------------------------------------
+    def _poke(self) -> None:
+        kick = self._kick
+        if kick is not None and not kick.triggered:
+            kick.succeed()
+
     def enqueue(self, inv: Invocation) -> None:
         self.queue.append(inv)
-        if self._wake is not None and not self._wake.triggered:
-            self._wake.succeed()
+        self._poke()
+
+    def make_runnable(self, task: Task) -> None:
+        self.m.scheduler.set_active(task, "runnable")
+        self.runq.append(task)
+        self._poke()
 
     @property
     def has_work(self) -> bool:
@@ -85,22 +99,75 @@ class Core:
         nxt = self.env.peek()
         return NEVER if nxt == float("inf") else int(nxt)
 
+    def _wait(self, delay: int | None):
+        """Wait ``delay`` ps (None: forever) or until poked; returns when either happens."""
+        env = self.env
+        kick = self._kick = env.event()
+        if delay is None:
+            yield kick
+        else:
+            yield env.any_of([env.timeout(delay), kick])
+        self._kick = None
+
     def _loop(self):
         env = self.env
+        sched = self.m.scheduler
         while True:
-            if not self.queue:
-                self._wake = env.event()
-                yield self._wake
-                self._wake = None
+            queue = self.queue
+            if queue and queue[0].at_ps <= env.now:
+                inv = queue.popleft()
+                self.running = inv
+                yield from self._run(inv)
+                self.running = None
+                self.invocations += 1
+                inv.done.succeed(inv)
                 continue
-            inv = self.queue.popleft()
-            if inv.at_ps > env.now:
-                yield env.timeout(inv.at_ps - env.now)
-            self.running = inv
-            yield from self._run(inv)
-            self.running = None
-            self.invocations += 1
-            inv.done.succeed(inv)
+            due_in = queue[0].at_ps - env.now if queue else None
+            task = self.current
+            if task is None and self.runq:
+                task = self.runq.popleft()
+                # A task only comes from the run queue after the CPU was idle or ran another
+                # task: a context switch each time.
+                self.context_switches += 1
+                task.switches += 1
+                yield env.timeout(sched.switch_ps)
+                self.task_ps += sched.switch_ps
+                self.current = task
+                sched.set_active(task, "running")
+                if task.woken_at_ps is not None:
+                    task.latencies_ps.append(env.now - task.woken_at_ps)
+                    task.woken_at_ps = None
+                self._slice_used = 0
+            if task is not None:
+                yield from self._run_task(task, due_in)
+                continue
+            yield from self._wait(due_in)
+
+    def _run_task(self, task: Task, due_in: int | None):
+        """Advance ``task`` until it blocks, ends, migrates, is preempted, or an invocation is due."""
+        env = self.env
+        sched = self.m.scheduler
+        if task.remaining_ps == 0:
+            sched.advance(task, self)
+            if self.current is not task:
+                return
+        limit = task.remaining_ps
+        if due_in is not None:
+            limit = min(limit, due_in)
+        if self.runq:
+            limit = min(limit, max(0, sched.slice_ps - self._slice_used))
+        start = env.now
+        if limit > 0:
+            yield from self._wait(limit)
+        ran = env.now - start
+        task.remaining_ps -= ran
+        task.cpu_ps += ran
+        self.task_ps += ran
+        self._slice_used += ran
+        if self.runq and self._slice_used >= sched.slice_ps and task.remaining_ps > 0:
+            # Time slice over with another task waiting: round robin.
+            self.current = None
+            self.make_runnable(task)
 
     # -- running one invocation -------------------------------------------------------------
     def _run(self, inv: Invocation):

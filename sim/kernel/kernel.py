@@ -104,17 +104,23 @@ class Kernel:
         self.facade_calls = UserCalls(self, self.facade)
 
     # -- processes ------------------------------------------------------------------------
-    def new_process(self, comm: str) -> Process:
+    def new_pid(self) -> int:
         pid = self._next_pid
         self._next_pid += 1
+        return pid
+
+    def new_process(self, comm: str) -> Process:
+        pid = self.new_pid()
         proc = Process(pid=pid, comm=comm, mm=self.mem.new_user_space())
         self.processes[pid] = proc
         return proc
 
     def running_task(self, cpu: int) -> TaskInfo | None:
-        """The user task running on ``cpu`` (None: the idle task).  Tasks arrive with the
-        scheduler; until then every CPU runs its idle task between invocations."""
-        return None
+        """The user task on ``cpu`` — the one a program invocation interrupted, if any (None:
+        the idle task)."""
+        cores = getattr(self.m, "cores", None)
+        task = cores[cpu].current if cores else None
+        return None if task is None else task.info
 
     def cpu_time_ps(self, cpu: int) -> int:
         core = self.m.cores[cpu] if hasattr(self.m, "cores") else None

@@ -97,8 +97,9 @@ def test_jump_targets_must_be_inside_the_program_and_not_inside_an_lddw():
     rejects([I(0x05, off=5), EXIT], r"jump out of range from insn 0 to 6", at=0)
     rejects([I(0x05, off=-2), EXIT], r"jump out of range from insn 0 to -1", at=0)
     rejects([I(0x06, imm=7), EXIT], r"jump out of range from insn 0 to 8", at=0)
-    rejects([I(0x15, 1, off=1), *lddw(0, 5), EXIT], r"into the middle of the LD_DW_IMM at insn 1",
-            at=0)
+    rejects(
+        [I(0x15, 1, off=1), *lddw(0, 5), EXIT], r"into the middle of the LD_DW_IMM at insn 1", at=0
+    )
 
 
 def test_ld_dw_imm_pairs_must_be_complete():
@@ -127,8 +128,11 @@ def test_ld_dw_imm_sources():
         (I(0x07, 0, 0, 1, 1), r"BPF_ALU uses reserved fields \(off 1; only div/mod"),
         (I(0x3F, 0, 1, 2, 0), r"BPF_ALU uses reserved fields \(off 2\)"),
         (I(0xB7, 0, 0, 1, 1), r"BPF_MOV uses reserved fields \(src 0, off 1\)"),
-        (I(0xBC, 0, 1, 32, 0), r"BPF_MOV uses reserved fields \(off 32, imm 0; off must be one "
-                               r"of 0, 8, 16\)"),
+        (
+            I(0xBC, 0, 1, 32, 0),
+            r"BPF_MOV uses reserved fields \(off 32, imm 0; off must be one "
+            r"of 0, 8, 16\)",
+        ),
         (I(0xBF, 0, 1, 8, 3), r"BPF_MOV uses reserved fields \(off 8, imm 3"),
         (I(0x87, 0, 1, 0, 0), r"BPF_NEG uses reserved fields \(src 1"),
         (I(0x84, 0, 0, 1, 0), r"BPF_NEG uses reserved fields \(src 0, off 1"),
@@ -193,8 +197,9 @@ def test_the_frame_pointer_is_read_only(insn):
 
 
 def test_r10_may_be_read_and_used_as_a_base():
-    check_program(assemble("mov %r1, %r10\nstdw [%r10-8], 1\nlock add [%r10-8], %r1\nexit"),
-                  HELPERS)
+    check_program(
+        assemble("mov %r1, %r10\nstdw [%r10-8], 1\nlock add [%r10-8], %r1\nexit"), HELPERS
+    )
     check_program(encode_all([I(0xDB, 10, 1, -8, 0xF1), EXIT]), HELPERS)  # cmpxchg writes r0
 
 
@@ -211,8 +216,9 @@ def test_call_local_targets_must_be_in_range():
 
 def test_jumps_stay_inside_their_function():
     code = assemble("call local f\njeq %r0, 0, inside\nexit\nf:\ninside:\nmov %r0, 0\nexit")
-    rejects(code, r"jump out of range from insn 1 to 3 \(outside its function at insns 0\.\.2\)",
-            at=1)
+    rejects(
+        code, r"jump out of range from insn 1 to 3 \(outside its function at insns 0\.\.2\)", at=1
+    )
 
 
 def test_each_function_ends_with_exit_or_a_jump():

@@ -45,7 +45,7 @@ def test_negative_files_are_rejected_with_a_clear_error(path):
     assert outcome.status in ("fail", "skip")
     assert outcome.message
     if path.stem.startswith("invalid_") and path.stem != "invalid_unknown_directive":
-        assert outcome.status == "fail" and 'line ' in outcome.message  # the assembler's line
+        assert outcome.status == "fail" and "line " in outcome.message  # the assembler's line
     if path.stem == "incorrect_return_value_high_bits":
         assert outcome.message == "returned 0x8877665544332211, expected 0x8977665544332211"
     if path.stem == "error":

@@ -37,16 +37,26 @@ def machine(data: bytes = bytes(64), rodata: bytes = b"") -> RegionSet:
     if data:
         regions.add(Region(DATA, DATA + len(data), buf=bytearray(data), name="data"))
     if rodata:
-        regions.add(Region(RODATA, RODATA + len(rodata), buf=bytearray(rodata), writable=False,
-                           name="rodata"))
+        regions.add(
+            Region(
+                RODATA, RODATA + len(rodata), buf=bytearray(rodata), writable=False, name="rodata"
+            )
+        )
     return regions
 
 
-def run(text: str, *regs: int, regions: RegionSet | None = None, helpers=None, budget=1_000_000,
-        name: str = "p") -> int:
+def run(
+    text: str,
+    *regs: int,
+    regions: RegionSet | None = None,
+    helpers=None,
+    budget=1_000_000,
+    name: str = "p",
+) -> int:
     prog = compile_program(assemble(text), name=name)
-    return prog.run(regions or machine(), *regs, stack_top=STACK_TOP, helpers=helpers or {},
-                    budget=budget)
+    return prog.run(
+        regions or machine(), *regs, stack_top=STACK_TOP, helpers=helpers or {}, budget=budget
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,8 +231,9 @@ def test_reading_outside_every_region_faults_naming_program_insn_and_address():
 def test_writing_a_read_only_region_faults_but_reading_it_works():
     regions = machine(rodata=b"\x2a" + bytes(7))
     assert run("ldxb %r0, [%r1+0]\nexit", RODATA, regions=regions) == 0x2A
-    with pytest.raises(ProgramFault, match="write of 1 bytes at 0x[0-9a-f]+ into read-only "
-                                           "region 'rodata'"):
+    with pytest.raises(
+        ProgramFault, match="write of 1 bytes at 0x[0-9a-f]+ into read-only region 'rodata'"
+    ):
         run("stb [%r1+0], 1\nexit", RODATA, regions=regions)
     with pytest.raises(ProgramFault, match="read-only"):
         run("mov %r2, 1\nlock add [%r1+0], %r2\nexit", RODATA, regions=regions)
@@ -260,8 +271,7 @@ def test_regions_reached_by_page_walk_use_reader_and_writer():
     regions.add(Region(DATA, DATA + 32, reader=reader, writer=writer, name="vmap"))
     text = "stdw [%r1+8], 5\nmov %r2, 2\nlock add [%r1+8], %r2\nldxdw %r0, [%r1+8]\nexit"
     assert run(text, DATA, regions=regions) == 7
-    assert calls == [("w", DATA + 8, 8), ("r", DATA + 8, 8), ("w", DATA + 8, 8),
-                     ("r", DATA + 8, 8)]
+    assert calls == [("w", DATA + 8, 8), ("r", DATA + 8, 8), ("w", DATA + 8, 8), ("r", DATA + 8, 8)]
 
 
 def test_a_region_removed_during_a_helper_call_is_no_longer_reachable():
@@ -379,8 +389,9 @@ def test_helpers_results_are_masked_and_unknown_helpers_are_einval():
     assert run("mov %r1, 3\nmov %r2, 4\ncall 1\nexit", helpers={1: lambda a, b, *_: a * b}) == 12
     with pytest.raises(BpfError) as e:
         run("mov %r0, 0\ncall 77\nexit", name="h")
-    assert e.value.errno == errno.EINVAL and str(e.value).endswith("insn 1: call to unknown "
-                                                                   "helper 77")
+    assert e.value.errno == errno.EINVAL and str(e.value).endswith(
+        "insn 1: call to unknown helper 77"
+    )
 
 
 def test_callx_calls_the_helper_whose_id_is_in_the_register():
@@ -461,8 +472,19 @@ def test_the_generated_source_is_python_with_loops_as_loops():
 # Timed form
 # --------------------------------------------------------------------------------------------
 
-COSTS = Costs(alu=10, mul=20, div=30, branch=40, ld_imm64=50, load=60, store=70, atomic=80,
-              call=90, exit=100, local_call=110)
+COSTS = Costs(
+    alu=10,
+    mul=20,
+    div=30,
+    branch=40,
+    ld_imm64=50,
+    load=60,
+    store=70,
+    atomic=80,
+    call=90,
+    exit=100,
+    local_call=110,
+)
 
 
 class Driver:
@@ -497,8 +519,15 @@ class Driver:
 
 def run_timed(text, *regs, driver, regions=None, t=0, horizon=0, budget=1_000_000):
     prog = compile_program(assemble(text), costs=COSTS)
-    gen = prog.run_timed(regions or machine(), *regs, stack_top=STACK_TOP, budget=budget, t=t,
-                         horizon=horizon, access=driver.access)
+    gen = prog.run_timed(
+        regions or machine(),
+        *regs,
+        stack_top=STACK_TOP,
+        budget=budget,
+        t=t,
+        horizon=horizon,
+        access=driver.access,
+    )
     return driver.drive(gen)
 
 
@@ -545,13 +574,15 @@ def test_timed_callbacks_run_through_call_timed_and_share_the_budget():
     prog = compile_program(assemble(text), costs=COSTS)
     regions = machine()
     bud = Budget(1000)
-    gen = prog.run_timed(regions, stack_top=STACK_TOP, budget=bud, t=0, horizon=10**12,
-                         access=lambda *a: 0)
+    gen = prog.run_timed(
+        regions, stack_top=STACK_TOP, budget=bud, t=0, horizon=10**12, access=lambda *a: 0
+    )
     req = gen.send(None)
     hid, func, *_rest, t = req
     assert hid == 181 and func == DEFAULT_CODE_BASE + 8 * 4
-    sub = prog.call_timed(func, (), regions=regions, stack_top=STACK_TOP, budget=1_000_000,
-                          t=t, horizon=10**12)
+    sub = prog.call_timed(
+        func, (), regions=regions, stack_top=STACK_TOP, budget=1_000_000, t=t, horizon=10**12
+    )
     with pytest.raises(StopIteration) as done:
         sub.send(None)
     r0, t2 = done.value.value

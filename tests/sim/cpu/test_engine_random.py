@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,8 +33,20 @@ HELPER_PS = 50
 def helper(a, b, c, d, e):
     return (a * 3 + b - e) & M64
 
-COSTS = Costs(alu=3, mul=5, div=7, branch=11, ld_imm64=13, load=17, store=19, atomic=23,
-              call=29, exit=31, local_call=37)
+
+COSTS = Costs(
+    alu=3,
+    mul=5,
+    div=7,
+    branch=11,
+    ld_imm64=13,
+    load=17,
+    store=19,
+    atomic=23,
+    call=29,
+    exit=31,
+    local_call=37,
+)
 
 
 def s64(v):
@@ -252,21 +265,39 @@ JMP_OPS = [0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0xA0, 0xB0, 0xC0, 0xD0]
 SIZES = {1: 0x10, 2: 0x08, 4: 0x00, 8: 0x18}
 
 
-def _items(draw, length, calls: bool):
+STRAIGHT = ["alu", "alu", "stack", "ptr", "data", "atomic", "lddw", "misc"]
+ANY = [
+    "alu",
+    "alu",
+    "alu",
+    "jmp",
+    "jmp",
+    "ja",
+    "stack",
+    "ptr",
+    "data",
+    "atomic",
+    "lddw",
+    "misc",
+    "exit",
+]
+
+
+def _items(draw, length, calls: bool, kinds=ANY, exit_=True, dsts=(0, 1, 2, 3, 4, 5, 6, 7)):
     items: list = []
+    kinds = kinds + (["call", "call"] if calls else [])
     for _ in range(length):
-        kinds = ["alu", "alu", "alu", "jmp", "jmp", "ja", "stack", "ptr", "data", "atomic",
-                 "lddw", "misc", "exit"] + (["call", "call"] if calls else [])
         kind = draw(st.sampled_from(kinds))
-        dst = draw(st.integers(0, 7))
+        dst = draw(st.sampled_from(dsts))
         src = draw(st.integers(0, 10))
         imm = draw(IMMS)
         if kind == "alu":
             op, off = draw(st.sampled_from(ALU_OPS))
             cls = draw(st.sampled_from([0x04, 0x07]))
             x = draw(st.booleans())
-            items.append([EbpfInst(cls | op | (8 if x else 0), dst, src if x else 0, off,
-                                   0 if x else imm)])
+            items.append(
+                [EbpfInst(cls | op | (8 if x else 0), dst, src if x else 0, off, 0 if x else imm)]
+            )
         elif kind == "misc":
             choice = draw(st.integers(0, 4))
             if choice == 0:  # neg
@@ -285,9 +316,18 @@ def _items(draw, length, calls: bool):
                 opc = draw(st.sampled_from([0x6F, 0x7F, 0xCF, 0x6C, 0x7C, 0xCC]))
                 items.append([EbpfInst(opc, dst, src)])
         elif kind in ("jmp", "ja"):
-            items.append((kind, dst, src, imm, draw(st.integers(0, length)),
-                          draw(st.sampled_from(JMP_OPS)), draw(st.booleans()),
-                          draw(st.booleans())))
+            items.append(
+                (
+                    kind,
+                    dst,
+                    src,
+                    imm,
+                    draw(st.integers(0, length)),
+                    draw(st.sampled_from(JMP_OPS)),
+                    draw(st.booleans()),
+                    draw(st.booleans()),
+                )
+            )
         elif kind == "call":
             items.append(("local",) if draw(st.booleans()) else [EbpfInst(0x85, imm=1)])
         elif kind == "stack":
@@ -307,10 +347,16 @@ def _items(draw, length, calls: bool):
                 n = draw(st.sampled_from([4, 8]))
                 base = draw(st.sampled_from([8, 9, 10]))
                 off = -8 if base == 10 else draw(st.integers(-8, 56)) & ~(n - 1)
-                aop = draw(st.sampled_from([0x00, 0x01, 0x40, 0x41, 0x50, 0x51, 0xA0, 0xA1,
-                                            0xE1, 0xF1]))
-                items.append([EbpfInst(0xC3 | (0x18 if n == 8 else 0), base,
-                                       draw(st.integers(0, 7)), off, aop)])
+                aop = draw(
+                    st.sampled_from([0x00, 0x01, 0x40, 0x41, 0x50, 0x51, 0xA0, 0xA1, 0xE1, 0xF1])
+                )
+                items.append(
+                    [
+                        EbpfInst(
+                            0xC3 | (0x18 if n == 8 else 0), base, draw(st.integers(0, 7)), off, aop
+                        )
+                    ]
+                )
             elif draw(st.booleans()):
                 items.append([EbpfInst(0x61 | SIZES[n], dst, base, off)])
             else:
@@ -319,7 +365,8 @@ def _items(draw, length, calls: bool):
             items.append(lddw(dst, draw(st.integers(0, M64))))
         else:
             items.append([EbpfInst(0x95)])
-    items.append([EbpfInst(0x95)])
+    if exit_:
+        items.append([EbpfInst(0x95)])
     return items
 
 
@@ -342,8 +389,10 @@ def programs(draw, calls: bool = False):
     into its stack frame and r8 at a shared data region; they are never written again, and
     ALU ops write r0..r7."""
     n_funcs = 2 if calls else 1
-    funcs = [_items(draw, draw(st.integers(1, 22 if n_funcs == 1 else 12)), calls)
-             for _ in range(n_funcs)]
+    funcs = [
+        _items(draw, draw(st.integers(1, 22 if n_funcs == 1 else 12)), calls)
+        for _ in range(n_funcs)
+    ]
     layouts, pos = [], 0
     for items in funcs:
         starts, end = _layout(items, pos + len(PROLOGUE))
@@ -366,9 +415,33 @@ def programs(draw, calls: bool = False):
                     out.append(EbpfInst(0x06, 0, 0, 0, rel) if j32 else EbpfInst(0x05, 0, 0, rel))
                 else:
                     cls = 0x06 if j32 else 0x05
-                    out.append(EbpfInst(cls | op | (8 if x else 0), dst, src if x else 0, rel,
-                                        0 if x else imm))
+                    out.append(
+                        EbpfInst(
+                            cls | op | (8 if x else 0), dst, src if x else 0, rel, 0 if x else imm
+                        )
+                    )
     return encode_all(out)
+
+
+@st.composite
+def counting_loops(draw):
+    """``r1 = 0; loop: <straight-line body>; r1 += 1; if r1 < N goto loop; exit``: a single-block
+    loop that ends, with private and shared accesses in its body (the unrolled shape)."""
+    body = _items(
+        draw,
+        draw(st.integers(0, 10)),
+        False,
+        kinds=STRAIGHT,
+        exit_=False,
+        dsts=(0, 2, 3, 4, 5, 6, 7),
+    )
+    code = [*PROLOGUE, EbpfInst(0xB7, 1)]
+    for item in body:
+        code += item
+    length = sum(len(item) for item in body) + 2
+    n = draw(st.integers(1, 40))
+    code += [EbpfInst(0x07, 1, 0, 0, 1), EbpfInst(0xA5, 1, 0, -length, n), EbpfInst(0x95)]
+    return encode_all(code)
 
 
 def regions():
@@ -397,8 +470,14 @@ def engine_functional(code, budget):
 def engine_timed(code, budget, step):
     prog = compile_program(code, name="rand", costs=COSTS)
     bud = Budget(budget)
-    gen = prog.run_timed(regions(), stack_top=STACK_TOP, budget=bud, t=0, horizon=step,
-                         access=lambda a, n, w, t: ACCESS_PS)
+    gen = prog.run_timed(
+        regions(),
+        stack_top=STACK_TOP,
+        budget=bud,
+        t=0,
+        horizon=step,
+        access=lambda a, n, w, t: ACCESS_PS,
+    )
     answer = None
     while True:
         try:
@@ -433,9 +512,45 @@ def test_random_programs_with_calls_agree_with_the_reference(code, budget):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.one_of(programs(), programs(calls=True)), st.integers(1, 400),
-       st.sampled_from([0, 1000, 10**12]))
+@given(
+    st.one_of(programs(), programs(calls=True)),
+    st.integers(1, 400),
+    st.sampled_from([0, 1000, 10**12]),
+)
 def test_random_programs_timed_form_agrees_including_time(code, budget, step):
     ref = outcome(lambda: Ref(code, budget).run())
     got = outcome(lambda: engine_timed(code, budget, step))
     assert got == ref, f"timed form differs\n{compile_program(code).source}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(counting_loops(), st.integers(1, 800), st.sampled_from([0, 10**12]))
+def test_unrolled_loops_count_and_time_exactly(code, budget, step):
+    ref = outcome(lambda: Ref(code, budget).run())
+    assert outcome(lambda: engine_functional(code, budget)) == (ref if ref[0] != "ok" else ref[:3])
+    assert outcome(lambda: engine_timed(code, budget, step)) == ref
+
+
+def _nested_loops(depth: int, ifs: int) -> bytes:
+    """``depth`` loops nested in each other around a chain of ``ifs`` if-then blocks."""
+    code, heads = [EbpfInst(0xB7, 0)], []
+    for _ in range(depth):
+        heads.append(len(code))
+        code.append(EbpfInst(0x07, 0, 0, 0, 1))
+    for k in range(ifs):
+        code += [EbpfInst(0x25, 0, 0, 1, k), EbpfInst(0x07, 6, 0, 0, 1)]
+    for d in reversed(range(depth)):
+        code.append(EbpfInst(0xA5, 0, 0, heads[d] - len(code) - 1, 40 + d))
+    code += [EbpfInst(0x0F, 0, 6), EbpfInst(0x95)]
+    return encode_all(code)
+
+
+@pytest.mark.parametrize("depth, ifs", [(1, 200), (13, 5), (25, 30)])
+def test_deep_loop_nests_and_long_if_chains_compile_and_agree(depth, ifs):
+    """Python allows 20 nested loops and 100 indentation levels: deeper loop nests are folded
+    into their parent and long inline chains are cut, without changing the result."""
+    code = _nested_loops(depth, ifs)
+    assert engine_functional(code, 10**6) == Ref(code, 10**6).run()[:2]
+    assert engine_timed(code, 10**6, 0) == Ref(code, 10**6).run()
+    chain = encode_all([EbpfInst(0x05)] * 3000 + [EbpfInst(0x07, 0, 0, 0, 3), EbpfInst(0x95)])
+    assert engine_functional(chain, 10**6) == (3, 3002)
