@@ -56,43 +56,45 @@ def run(scenario: Path, out: Path | None, sets: tuple[str, ...], seed: int | Non
 
     from sim.scenario.results import write_results
     from sim.scenario.runner import run_scenario
-    from sim.scenario.schema import ScenarioError, load_scenario
+    from sim.scenario.schema import ScenarioError
 
     overrides = _parse_sets(sets)
     if seed is not None:
         overrides["machine.seed"] = seed
     console = Console(stderr=False)
+    out = out or Path("results") / scenario.stem
     try:
-        scn, raw = load_scenario(scenario, overrides)
-        out = out or Path("results") / scenario.stem
-        if quiet or not scn.run.progress:
-            res = run_scenario(scn, scenario)
+        if quiet:
+            outcome = run_scenario(scenario, overrides)
         else:
             with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("invocations"), TimeElapsedColumn(), console=console,
                           transient=True) as bar:
-                task = bar.add_task(scenario.stem, total=None)
+                tasks: dict[str, int] = {}
 
-                def progress(done: int, total: int) -> None:
-                    bar.update(task, completed=done, total=total)
+                def progress(run: str, done: int, total: int) -> None:
+                    if run not in tasks:
+                        tasks[run] = bar.add_task(f"{scenario.stem} [{run}]", total=total)
+                    bar.update(tasks[run], completed=done, total=total)
 
-                res = run_scenario(scn, scenario, progress)
-        plots = write_results(res, out, raw)
+                outcome = run_scenario(scenario, overrides, progress)
+        plots = write_results(outcome, out)
     except ScenarioError as e:
         raise UsageFailure(str(e)) from None
     except BpfError as e:
         raise UsageFailure(f"{scenario}: {e}") from None
     if not quiet:
-        _print_summary(console, res, out, plots)
-    if res.faults and not scn.run.expect_faults:
-        raise UsageFailure(f"{scenario}: {len(res.faults)} program fault(s); the first: {res.faults[0]}")
-    if not res.checks_passed:
+        _print_summary(console, outcome, out, plots)
+    if outcome.faults and not outcome.base.scenario.run.expect_faults:
+        raise UsageFailure(f"{scenario}: {len(outcome.faults)} program fault(s); the first: {outcome.faults[0]}")
+    if not outcome.checks_passed:
         sys.exit(1)
 
 
-def _print_summary(console, res, out: Path, plots) -> None:
+def _print_summary(console, outcome, out: Path, plots) -> None:
     from rich.table import Table
 
+    res = outcome.base
     title = res.scenario.title or res.path.stem
     table = Table(title=f"{title} — {res.machine.ncpus} CPUs, seed {res.scenario.machine.seed}")
     table.add_column("metric")
@@ -106,12 +108,60 @@ def _print_summary(console, res, out: Path, plots) -> None:
         pairs = ", ".join(f"[{k}]={v}" for k, v in zip(keys[:8], vals[:8], strict=True))
         more = f" … ({len(keys)} keys)" if len(keys) > 8 else ""
         console.print(f"map [bold]{name}[/bold]: {pairs or '(empty)'}{more}")
-    for c in res.checks:
+    for name, var in outcome.variants.items():
+        console.print(f"variant [bold]{name}[/bold]: throughput {var.metrics['throughput']:,.0f}/s, "
+                      f"elapsed {var.metrics['sim.elapsed_ns']:,} ns")
+    for c in outcome.checks:
         mark = "[green]PASS[/green]" if c.passed else "[red]FAIL[/red]"
         vals = ", ".join(f"{k}={v:g}" for k, v in c.values.items())
         console.print(f"{mark} {c.check}   ({vals})")
     console.print(f"results in {out}/ (plots: {', '.join(p.name for p in plots)}); "
-                  f"simulated {res.metrics['sim.elapsed_ns']:,} ns in {res.wall_s:.2f} s wall")
+                  f"simulated {res.metrics['sim.elapsed_ns']:,} ns in {outcome.wall_s:.2f} s wall")
+
+
+@main.command()
+@click.argument("scenario", type=click.Path(path_type=Path))
+@click.option("--grid", "grids", multiple=True, required=True, metavar="KEY=V1,V2,...",
+              help="A dotted scenario key and its values (TOML literals); repeat for more axes.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: the number of CPUs).")
+@click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
+              help="Run the points on a Dask cluster (scheduler address) instead of local processes.")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
+              help="Results folder (default: results/<scenario stem>-sweep); overwritten.")
+@click.option("--metric", "metrics", multiple=True, help="Metric to plot against the grid (repeatable).")
+def sweep(scenario: Path, grids: tuple[str, ...], jobs: int | None, dask_address: str | None,
+          out: Path | None, metrics: tuple[str, ...]) -> None:
+    """Run SCENARIO.toml once per grid point and plot metrics against the grid."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sim.scenario.schema import ScenarioError, load_scenario
+    from sim.scenario.sweep import grid_points, make_executor, parse_grid, run_sweep, write_sweep
+
+    console = Console()
+    out = out or Path("results") / f"{scenario.stem}-sweep"
+    try:
+        grid = parse_grid(grids)
+        for point in grid_points(grid):  # every point must validate before anything runs
+            load_scenario(scenario, point)
+        executor = make_executor(jobs, dask_address)
+        with executor, Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("points"), TimeElapsedColumn(), console=console, transient=True) as bar:
+            task = bar.add_task(scenario.stem, total=len(grid_points(grid)))
+            result = run_sweep(scenario, grid, executor, lambda d, t: bar.update(task, completed=d))
+        plots = write_sweep(result, out, list(metrics) or None)
+    except ScenarioError as e:
+        raise UsageFailure(str(e)) from None
+    console.print(f"{len(result.points)} points: {len(result.points) - len(result.errors) - len(result.failed)} passed, "
+                  f"{len(result.failed)} failed checks, {len(result.errors)} errors; results in {out}/ "
+                  f"(points.csv, sweep.json, {len(plots)} plots)")
+    for p in result.errors:
+        console.print(f"[red]error[/red] at {p['overrides']}: {p['error']}")
+    if result.errors:
+        sys.exit(2)
+    if result.failed:
+        sys.exit(1)
 
 
 @main.command()

@@ -55,7 +55,6 @@ class Machine:
         self.env = simpy.Environment()
         p = self.preset
         self.spinlocks = SpinLocks(self.env, p.get_ps("lock", "uncontended_ns"), p.get_ps("lock", "handoff_ns"))
-        self.costs_helper_entry_ps = p.get_ps("insn", "helper_entry_cycles")
         self.work_ps = {k[: -len("_ps")]: v for k, v in p.data["work"].items()}
         self._l1_ps = p.get_ps("mem", "l1_hit_cycles")
         self.mem = Memory(memory_mib=memory_mib, ncpus=cpus)

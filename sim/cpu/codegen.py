@@ -256,7 +256,7 @@ def analyse(decoded, fstart: int, fend: int) -> Function:
     assign(root)
 
     # -- inlining: a block with one forward predecessor edge in its own region ---------------
-    for b in blocks[1:] if blocks[0].start == fstart else blocks:
+    for b in blocks:
         if len(b.preds) != 1 or b.start == fstart:
             continue
         p = b.preds[0]

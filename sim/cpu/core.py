@@ -230,7 +230,7 @@ class Core:
         fn = m.kernel.request_helpers.get(hid)
         if fn is None:
             raise BpfError(22, f"helper {hid} is not available")
-        t += m.costs_helper_entry_ps
+        # The helper's entry (the call instruction) was priced by the engine (Costs.call).
         yield from self._sync(t)
         lock = m.kernel.kbpf_lock_for(hid, args) if m.locking == "kbpf" else None
         if lock is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -62,3 +63,42 @@ def plot_map_values(name: str, keys: list[str], values: list[int], path: Path,
     ax.set_xlabel("key")
     ax.set_ylabel("value")
     return _finish(fig, ax, title or f"Map {name!r}: values after the run", path)
+
+
+def plot_variants(metric: str, names: list[str], values: list[float], path: Path,
+                  title: str | None = None) -> Path:
+    """Bars of one metric for the base run and each variant (same seed)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colors = ["tab:gray"] + ["tab:blue"] * (len(names) - 1)
+    ax.bar(range(len(values)), values, color=colors)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel(metric)
+    for i, v in enumerate(values):
+        ax.annotate(f"{v:,.3g}", (i, v), ha="center", va="bottom", fontsize="small")
+    return _finish(fig, ax, title or f"{metric}: base and variants", path)
+
+
+def plot_sweep(metric: str, grid, points, path: Path) -> Path:
+    """One metric against the first grid key, one line per value of the other keys."""
+    keys = [k for k, _ in grid]
+    xkey = keys[0]
+    series: dict[tuple, list[tuple[Any, float]]] = {}
+    for p in points:
+        label = tuple((k, p["overrides"][k]) for k in keys[1:])
+        series.setdefault(label, []).append((p["overrides"][xkey], p["metrics"].get(metric, float("nan"))))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x, _ in next(iter(series.values())))
+    xs_all = [x for x, _ in next(iter(series.values()))]
+    for label, pts in series.items():
+        name = ", ".join(f"{k}={v}" for k, v in label) or metric
+        if numeric:
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=name)
+        else:
+            ax.plot(range(len(pts)), [y for _, y in pts], marker="o", label=name)
+    if not numeric:
+        ax.set_xticks(range(len(xs_all)), [str(x) for x in xs_all])
+    ax.set_xlabel(xkey)
+    ax.set_ylabel(metric)
+    if len(series) > 1:
+        ax.legend(fontsize="small")
+    return _finish(fig, ax, f"{metric} against {xkey}", path)

@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from kbpf.asm import AsmError, assemble
 from kbpf.errors import BpfError
 from sim.machine import Machine
 from sim.scenario.checks import CheckError, CheckResult, evaluate
-from sim.scenario.schema import Scenario, ScenarioError
+from sim.scenario.schema import Scenario, ScenarioError, read_scenario, validate
 
 _MAP_REF = re.compile(r"\b(map_fd|map_value)\s+([A-Za-z_][A-Za-z0-9_.]*)")
 
@@ -36,14 +37,63 @@ class RunResult:
     records: list[tuple[str, int, int, int]]  # (program, cpu, start_ns, end_ns)
     metrics: dict[str, float]
     map_values: dict[str, tuple[list[str], list[int]]]
-    checks: list[CheckResult]
     faults: list[str]
     wall_s: float
     trace: list[str] = field(default_factory=list)
 
+
+@dataclass
+class ScenarioRun:
+    """The base run, every ``[[variant]]`` run (same seed), and the checks over all of them."""
+
+    base: RunResult
+    variants: dict[str, RunResult]
+    checks: list[CheckResult]
+    resolved: dict
+
     @property
     def checks_passed(self) -> bool:
         return all(c.passed for c in self.checks)
+
+    @property
+    def faults(self) -> list[str]:
+        out = list(self.base.faults)
+        for name, res in self.variants.items():
+            out += [f"variant {name}: {f}" for f in res.faults]
+        return out
+
+    @property
+    def wall_s(self) -> float:
+        return self.base.wall_s + sum(v.wall_s for v in self.variants.values())
+
+    def check_metrics(self) -> dict[str, float]:
+        """The names checks may use: the base's metrics bare and as ``base.X``, each variant's
+        as ``variant.NAME.X``."""
+        names = dict(self.base.metrics)
+        names.update({f"base.{k}": v for k, v in self.base.metrics.items()})
+        for vname, res in self.variants.items():
+            names.update({f"variant.{vname}.{k}": v for k, v in res.metrics.items()})
+        return names
+
+
+def run_scenario(path: Path, overrides: dict | None = None,
+                 progress: Callable[[str, int, int], None] | None = None) -> ScenarioRun:
+    """Validate the scenario at ``path`` with ``overrides``, run it and its variants, check it."""
+    raw = read_scenario(path)
+    scn, resolved = validate(raw, path, overrides)
+    base = simulate(scn, path, None if progress is None else partial(progress, "base"))
+    variants = {}
+    for i, var in enumerate(scn.variant):
+        vscn, _ = validate(resolved, path, var.set, where=f"variant[{i}] ({var.name})")
+        variants[var.name] = simulate(vscn, path, None if progress is None else partial(progress, var.name))
+    outcome = ScenarioRun(base, variants, [], resolved)
+    names = outcome.check_metrics()
+    for i, chk in enumerate(scn.check):
+        try:
+            outcome.checks.append(evaluate(chk.expect, names))
+        except CheckError as e:
+            raise ScenarioError(f"{path}: check[{i}].expect: {e}") from None
+    return outcome
 
 
 def _substitute_maps(text: str, fds: dict[str, int], asm_path: Path) -> str:
@@ -70,8 +120,9 @@ def _u64s(value: bytes) -> int:
     return int.from_bytes(value[:8], "little")
 
 
-def run_scenario(scn: Scenario, path: Path, progress: Callable[[int, int], None] | None = None) -> RunResult:
-    """Run ``scn`` (loaded from ``path``); ``progress(done, total)`` is called as invocations finish."""
+def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | None = None) -> RunResult:
+    """Run one configuration ``scn`` (loaded from ``path``); ``progress(done, total)`` is called
+    as invocations finish."""
     wall0 = time.perf_counter()
     base = path.parent
     try:
@@ -149,14 +200,8 @@ def run_scenario(scn: Scenario, path: Path, progress: Callable[[int, int], None]
         map_values[name] = (keys, vals)
         for label, v in zip(keys, vals, strict=True):
             metrics[f"map.{name}.value.{label}"] = v
-    checks = []
-    for i, chk in enumerate(scn.check):
-        try:
-            checks.append(evaluate(chk.expect, metrics))
-        except CheckError as e:
-            raise ScenarioError(f"{path}: check[{i}].expect: {e}") from None
     faults = [str(f) for f in m.faults]
-    return RunResult(scn, path, m, records, metrics, map_values, checks, faults,
+    return RunResult(scn, path, m, records, metrics, map_values, faults,
                      time.perf_counter() - wall0, m.trace_lines())
 
 
@@ -167,6 +212,7 @@ def collect_metrics(m: Machine, scn: Scenario, invocations, maps, progs) -> dict
     met["sim.elapsed_ns"] = end
     met["faults"] = len(m.faults)
     met["invocations"] = len(finished)
+    met["throughput"] = len(finished) / (end * 1e-9) if end > 0 else 0.0
     for name in progs:
         lat = np.array([inv.end_ns - inv.start_ns for inv in finished if inv.prog.name == name], dtype=np.int64)
         met[f"program.{name}.invocations"] = int(lat.size)

@@ -7,6 +7,7 @@ single source of truth for what is accepted.  Validation errors are turned into
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -113,15 +114,18 @@ class SourceSpec(_Strict):
 class PlotSpec(_Strict):
     """``[[plot]]``: a figure written as PNG into the results folder."""
 
-    kind: Literal["completions", "latency", "map_values"]
+    kind: Literal["completions", "latency", "map_values", "variants"]
     file: str | None = None
     map: str | None = None
+    metric: str | None = None
     title: str | None = None
 
     @model_validator(mode="after")
     def _map_needed(self) -> PlotSpec:
         if self.kind == "map_values" and not self.map:
             raise ValueError("plot kind 'map_values' needs 'map' (a map name)")
+        if self.kind == "variants" and not self.metric:
+            raise ValueError("plot kind 'variants' needs 'metric' (a metric name)")
         return self
 
 
@@ -132,11 +136,29 @@ class CheckSpec(_Strict):
     why: str = ""
 
 
+class VariantSpec(_Strict):
+    """``[[variant]]``: overrides run after the base with the same seed (``set`` maps dotted
+    scenario paths to values, as ``--set`` does)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")]
+    set: dict[str, Any]
+    description: str = ""
+
+    @field_validator("set")
+    @classmethod
+    def _not_empty(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if not v:
+            raise ValueError("a variant needs at least one override in 'set'")
+        for key in v:
+            if key.split(".")[0] in ("variant", "check", "plot", "run"):
+                raise ValueError(f"a variant cannot override {key!r}")
+        return v
+
+
 class RunSpec(_Strict):
     """``[run]``: how long to simulate."""
 
     until_ns: Annotated[int, Field(ge=1)] | None = None
-    progress: bool = True
     expect_faults: bool = False
 
 
@@ -151,13 +173,17 @@ class Scenario(_Strict):
     source: list[SourceSpec] = Field(default_factory=list)
     plot: list[PlotSpec] = Field(default_factory=list)
     check: list[CheckSpec] = Field(default_factory=list)
+    variant: list[VariantSpec] = Field(default_factory=list)
     run: RunSpec = Field(default_factory=RunSpec)
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:
         progs = [p.name for p in self.program]
         maps = [m.name for m in self.map]
-        for what, names in (("program", progs), ("map", maps)):
+        variants = [v.name for v in self.variant]
+        if "base" in variants:
+            raise ValueError("a variant may not be called 'base' (that name is the base run)")
+        for what, names in (("program", progs), ("map", maps), ("variant", variants)):
             dup = {n for n in names if names.count(n) > 1}
             if dup:
                 raise ValueError(f"duplicate {what} name(s): {', '.join(sorted(dup))}")
@@ -230,8 +256,8 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[Scenario, dict[str, Any]]:
-    """Read, override and validate a scenario; returns the model and the resolved raw data."""
+def read_scenario(path: str | Path) -> dict[str, Any]:
+    """The raw TOML of a scenario file, with file errors as :class:`ScenarioError`."""
     p = Path(path)
     try:
         raw = tomllib.loads(p.read_text())
@@ -243,9 +269,25 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         raise ScenarioError(f"{p}: not valid TOML: {e}") from None
     except UnicodeDecodeError:
         raise ScenarioError(f"{p}: not a text file") from None
+    return raw
+
+
+def validate(raw: dict[str, Any], path: str | Path, overrides: dict[str, Any] | None = None,
+             where: str = "") -> tuple[Scenario, dict[str, Any]]:
+    """Apply overrides to a copy of ``raw`` and validate it; ``where`` prefixes error paths
+    (``variant[0].set``) so a bad override names where it came from."""
+    raw = copy.deepcopy(raw)
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value)
     try:
         return Scenario.model_validate(raw), raw
     except ValidationError as e:
-        raise ScenarioError(format_validation_error(str(p), e)) from None
+        text = format_validation_error(str(path), e)
+        if where:
+            text = text.replace(f"{path}: ", f"{path}: {where}: ")
+        raise ScenarioError(text) from None
+
+
+def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[Scenario, dict[str, Any]]:
+    """Read, override and validate a scenario; returns the model and the resolved raw data."""
+    return validate(read_scenario(path), path, overrides)

@@ -188,6 +188,15 @@ class TestHost:
         for i in range(npages):
             del self._vmap_pt[vaddr // PAGE + i]
 
+    def phys_of(self, addr: int) -> int:
+        """The physical address behind kernel address ``addr`` (direct map or vmap), as the page
+        tables resolve it; EFAULT when unmapped.  Lets tests see that two virtual addresses of
+        a double mapping reach one frame."""
+        self._frame_of(addr)  # EFAULT when unmapped
+        if DIRECT_BASE <= addr < DIRECT_BASE + PHYS_LIMIT:
+            return addr - DIRECT_BASE
+        return self._vmap_pt[addr // PAGE] * PAGE + addr % PAGE
+
     # -- per-CPU ------------------------------------------------------------------------------
     def num_cpus(self) -> int:
         return self.ncpus
@@ -337,9 +346,11 @@ def create_map(
     max_entries: int = 4,
     map_flags: int = 0,
     name: str = "",
+    poll_waker=None,
 ):
     """Create a map the way BPF_MAP_CREATE does (a packed attribute through
-    ``BpfMapMeta.from_attr`` and ``bpf_map_create``) and give it an fd: ``(umap, fd)``."""
+    ``BpfMapMeta.from_attr`` and ``bpf_map_create``) and give it an fd: ``(umap, fd)``.
+    ``poll_waker`` is handed to ``bpf_map_create`` (a ring buffer needs one)."""
     from kbpf.linux_bpf import BpfMapCreateAttr, BpfMapType
     from kbpf.map import BpfMapMeta, bpf_map_create, check_obj_name
 
@@ -351,7 +362,7 @@ def create_map(
         map_flags=map_flags,
         map_name=check_obj_name(name),
     )
-    umap = bpf_map_create(BpfMapMeta.from_attr(attr.pack()), host, host)
+    umap = bpf_map_create(BpfMapMeta.from_attr(attr.pack()), host, host, poll_waker)
     return umap, host.install_map(umap)
 
 
