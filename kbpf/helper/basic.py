@@ -224,7 +224,13 @@ def _take_elem(env: HelperEnv, r1: int, r2: int, pop: bool) -> Op:
     umap = host.get_unified_map_from_ptr(r1)
     if pop and not umap.prog_can_write():
         raise BpfError(errno.EACCES, "write into map forbidden (BPF_F_RDONLY_PROG)")
-    value = yield from (umap.ops.pop_elem() if pop else umap.ops.peek_elem())
+    try:
+        value = yield from (umap.ops.pop_elem() if pop else umap.ops.peek_elem())
+    except BpfError as e:
+        if e.errno == errno.ENOENT:
+            # __queue_map_get zeroes the program's buffer when the map is empty.
+            yield from _write_dst(host, r2, bytes(umap.meta.value_size))
+        raise
     yield from _write_dst(host, r2, value[: umap.meta.value_size])
     return 0
 

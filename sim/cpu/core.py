@@ -274,4 +274,6 @@ class Core:
         finally:
             if lock is not None:
                 t = locks.release(self.id, lock, t)
+            if m.kernel.dynamic_maps:
+                m.kernel.after_helper()
         return r0 & 0xFFFFFFFFFFFFFFFF, t

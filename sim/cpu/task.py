@@ -69,14 +69,16 @@ class WaitQueue:
         self.wakeups = 0  # wake_up() calls that woke at least one task
         self.calls = 0  # every wake_up() call
 
-    def wake_up(self, scheduler: Scheduler) -> None:
+    def wake_up(self, scheduler: Scheduler, at_ps: int | None = None) -> None:
+        """Wake every waiter; ``at_ps`` is the waker's local time when it runs ahead of the
+        event clock (a core inside a helper)."""
         self.calls += 1
         if not self.waiters:
             self.pending += 1
             return
         self.wakeups += 1
         while self.waiters:
-            scheduler.wake(self.waiters.popleft(), self.pending + 1)
+            scheduler.wake(self.waiters.popleft(), self.pending + 1, at_ps)
         self.pending = 0
 
 
@@ -185,19 +187,21 @@ class Scheduler:
             core.current = None
         self.set_active(task, state)
 
-    def wake(self, task: Task, value: int = 1) -> None:
-        """Make a sleeping task runnable after the wake-up latency."""
+    def wake(self, task: Task, value: int = 1, at_ps: int | None = None) -> None:
+        """Make a sleeping task runnable the wake-up latency after ``at_ps`` (default: now)."""
         if task.state != "sleeping":
             return
         self.set_active(task, "waking")
         task.wake_value = value
         task.wakeups += 1
-        task.woken_at_ps = self.env.now
+        now = self.env.now
+        at = now if at_ps is None or at_ps < now else at_ps
+        task.woken_at_ps = at
 
         def arrive(_ev, task=task):
             self.m.cores[task.cpu].make_runnable(task)
 
-        self.env.timeout(self.wakeup_ps).callbacks.append(arrive)
+        self.env.timeout(self.wakeup_ps + at - now).callbacks.append(arrive)
 
     def migrate(self, task: Task, cpu: int) -> None:
         task.cpu = cpu

@@ -25,6 +25,7 @@ from kbpf.preprocessor import EbpfPreProcessor
 from kbpf.prog import BpfProgMeta
 from sim.cpu.engine import Costs, compile_program
 from sim.cpu.regions import Region, RegionSet
+from sim.cpu.task import WaitQueue
 from sim.kernel.process import Process
 from sim.kernel.simhost import SimHost
 from sim.kernel.tracepipe import TracePipe
@@ -57,6 +58,33 @@ class MapFile:
     id: int = 0
     regions: list[Region] = field(default_factory=list)
     refs: int = 0
+    waitq: WaitQueue | None = None  # poll waiters (ring buffers)
+    dynamic: bool = False  # regions follow the map's reservations (ring buffers)
+    version: int = -1  # the reservation version the regions were built for
+
+
+class MapPollWaker:
+    """kbpf's ``PollWaker`` for one map: wakes the tasks polling it, at the waking CPU's time."""
+
+    def __init__(self, kernel: Kernel, waitq: WaitQueue):
+        self.kernel = kernel
+        self.waitq = waitq
+
+    def wake_up(self) -> None:
+        k = self.kernel
+        self.waitq.wake_up(k.m.scheduler, k.cpu_time_ps(k.host.cpu))
+
+
+@dataclass(eq=False)
+class TracepointLink:
+    """What an attach returns: closing its fd detaches the program."""
+
+    tracepoint: str
+    prog: ProgFile
+
+
+#: Longest tracepoint name accepted (Linux copies at most 128 bytes of it).
+TP_NAME_MAX = 128
 
 
 @dataclass(eq=False)
@@ -84,6 +112,7 @@ class Kernel:
         self.trace = TracePipe()
         self.host = SimHost(self)
         self.maps_by_addr: dict[int, Any] = {}
+        self.dynamic_maps: list[MapFile] = []
         self._map_files: dict[int, MapFile] = {}  # map addr -> file
         self._next_pid = 100
         self._next_id = 1  # map and program ids (Linux's idr), shared here for simplicity
@@ -100,6 +129,7 @@ class Kernel:
                             for c, a in enumerate(self.stack_base)]
         self._ctx_region: list[Region | None] = [None] * self.ncpus
         self._uattr = 0
+        self.tracepoints: dict[str, list[ProgFile]] = {}  # created on first use, attach order
         self.facade = self.new_process("kbpf-sim")
         self.facade_calls = UserCalls(self, self.facade)
 
@@ -138,12 +168,36 @@ class Kernel:
                       reader=self.mem.read, writer=self.mem.write)
 
     def _add_map_regions(self, mf: MapFile) -> None:
+        if hasattr(mf.umap.ops, "reservations"):
+            # A ring buffer: programs may touch exactly their live reservations.
+            mf.dynamic = True
+            self.dynamic_maps.append(mf)
+            self._sync_reservations(mf)
+            return
         for i, (start, end, writable) in enumerate(mf.umap.program_regions()):
             region = self._region(start, end - start, writable, f"map:{mf.name}#{i}")
             mf.regions.append(region)
         for rs in self.cpu_regions:
             for region in mf.regions:
                 rs.add(region)
+
+    def _sync_reservations(self, mf: MapFile) -> None:
+        ops = mf.umap.ops
+        for rs in self.cpu_regions:
+            for region in mf.regions:
+                rs.remove(region)
+        mf.regions = [self._region(start, end - start, True, f"ringbuf:{mf.name}@{start:#x}")
+                      for start, end in ops.reservations() if end > start]
+        for rs in self.cpu_regions:
+            for region in mf.regions:
+                rs.add(region)
+        mf.version = ops.reservation_version
+
+    def after_helper(self) -> None:
+        """Bring reservation regions up to date after a helper ran (reserve/submit/discard)."""
+        for mf in self.dynamic_maps:
+            if mf.umap.ops.reservation_version != mf.version:
+                self._sync_reservations(mf)
 
     def stage_context(self, cpu: int, ctx: bytes, writable: bool) -> int:
         """Copy ``ctx`` into ``cpu``'s context area and let the program read (or write) exactly it."""
@@ -173,12 +227,22 @@ class Kernel:
             raise BpfError(errno.EINVAL, f"fd {fd} is not a program")
         return obj
 
+    def dup_fd(self, src: Process, fd: int, dst: Process) -> int:
+        """Give ``dst`` its own fd for the object behind ``src``'s ``fd`` (like passing it over a
+        socket or inheriting it): the object gains a reference."""
+        obj = src.fds.get(fd)
+        obj.refs += 1
+        return dst.fds.install(obj)
+
     def close(self, proc: Process, fd: int) -> None:
         obj = proc.fds.close(fd)
         self._put(obj)
 
     def _put(self, obj: Any) -> None:
-        if isinstance(obj, MapFile):
+        if isinstance(obj, TracepointLink):
+            self.tracepoints[obj.tracepoint].remove(obj.prog)
+            self._put(obj.prog)
+        elif isinstance(obj, MapFile):
             obj.refs -= 1
             if obj.refs == 0:
                 self._free_map(obj)
@@ -189,6 +253,8 @@ class Kernel:
                     self._put(mf)
 
     def _free_map(self, mf: MapFile) -> None:
+        if mf.dynamic:
+            self.dynamic_maps.remove(mf)
         for rs in self.cpu_regions:
             for region in mf.regions:
                 rs.remove(region)
@@ -201,6 +267,20 @@ class Kernel:
     def perf_output_by_fd(self, proc: Process, fd: int, cpu: int, data: bytes) -> None:
         obj = proc.fds.get(fd)
         raise BpfError(errno.EINVAL, f"fd {fd} ({type(obj).__name__}) is not a perf event")
+
+    # -- mmap ------------------------------------------------------------------------------
+    def sys_mmap(self, proc: Process, fd: int, length: int, prot: int, offset: int = 0) -> int:
+        """``mmap(NULL, length, prot, MAP_SHARED, fd, offset)`` of a map: the map's own pages
+        mapped into ``proc`` with ``prot`` (read-only pages can never become writable)."""
+        mf = self.map_from_fd(proc, fd)
+        write = bool(prot & 2)
+        saved = self.host.process
+        self.host.process = proc
+        try:
+            phys = mf.umap.map_mmap(offset, length, write)
+        finally:
+            self.host.process = saved
+        return proc.mm.mmap_frames([p >> 12 for p in phys], prot)
 
     # -- helpers ---------------------------------------------------------------------------
     def kbpf_lock_for(self, hid: int, args: tuple[int, ...]):
@@ -243,8 +323,9 @@ class Kernel:
     def _map_create(self, proc: Process, attr: bytes) -> int:
         uapi.check_attr_tail(attr, uapi.BpfMapCreateAttr.END, "BPF_MAP_CREATE")
         meta = BpfMapMeta.from_attr(attr)
-        umap = bpf_map_create(meta, self.host, self.host)
-        mf = MapFile(umap, meta.name, id=self._new_id())
+        waitq = WaitQueue(f"map {meta.name or meta.map_type.name}")
+        umap = bpf_map_create(meta, self.host, self.host, MapPollWaker(self, waitq))
+        mf = MapFile(umap, meta.name, id=self._new_id(), waitq=waitq)
         self.maps_by_addr[umap.addr] = umap
         self._map_files[umap.addr] = mf
         self._add_map_regions(mf)
@@ -352,7 +433,23 @@ class Kernel:
                              n.to_bytes(4, "little"))
         return 0
 
+    def _raw_tracepoint_open(self, proc: Process, attr: bytes) -> int:
+        uapi.check_attr_tail(attr, uapi.BpfRawTracepointOpenAttr.END, "BPF_RAW_TRACEPOINT_OPEN")
+        a = uapi.BpfRawTracepointOpenAttr.unpack(attr)
+        prog = self.prog_from_fd(proc, a.prog_fd)
+        name = self.host.string_from_user_cstr(a.name) if a.name else ""
+        if not name or len(name) >= TP_NAME_MAX:
+            raise BpfError(errno.EINVAL, f"tracepoint name {name!r}: empty or {TP_NAME_MAX} bytes or longer")
+        self.tracepoints.setdefault(name, []).append(prog)
+        prog.refs += 1
+        return proc.fds.install(TracepointLink(name, prog))
+
+    def tracepoint_programs(self, name: str) -> list[ProgFile]:
+        """The programs attached to ``name`` (creating the tracepoint on first use)."""
+        return self.tracepoints.setdefault(name, [])
+
     _COMMANDS = {
+        BpfCmd.BPF_RAW_TRACEPOINT_OPEN: _raw_tracepoint_open,
         BpfCmd.BPF_OBJ_GET_INFO_BY_FD: _obj_get_info,
         BpfCmd.BPF_MAP_CREATE: _map_create,
         BpfCmd.BPF_MAP_LOOKUP_ELEM: _map_lookup,

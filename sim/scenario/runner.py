@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,6 +23,7 @@ from kbpf.errors import BpfError
 from sim.machine import Machine
 from sim.scenario.checks import CheckError, CheckResult, evaluate
 from sim.scenario.schema import Scenario, ScenarioError, read_scenario, validate
+from sim.scenario.sources import SourceProcess
 
 _MAP_REF = re.compile(r"\b(map_fd|map_value)\s+([A-Za-z_][A-Za-z0-9_.]*)")
 
@@ -34,7 +36,7 @@ class RunResult:
     scenario: Scenario
     path: Path
     machine: Machine
-    records: list[tuple[str, int, int, int]]  # (program, cpu, start_ns, end_ns)
+    records: list[tuple[str, int, int, int, bool]]  # (program, cpu, start_ns, end_ns, faulted)
     metrics: dict[str, float]
     map_values: dict[str, tuple[list[str], list[int]]]
     faults: list[str]
@@ -156,32 +158,50 @@ def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | N
         except (BpfError, ValueError) as e:
             raise ScenarioError(f"{path}: program[{i}] ({spec.name}) failed to load: {e}") from None
 
-    invocations = []
-    for src in scn.source:
+    for spec in scn.program:
+        if spec.attach:
+            try:
+                m.attach(progs[spec.name], spec.attach)
+            except (BpfError, ValueError) as e:
+                raise ScenarioError(f"{path}: program {spec.name!r}: attach {spec.attach!r}: {e}") from None
+
+    rec = Records()
+    sources = []
+    for i, src in enumerate(scn.source):
+        if src.program is not None:
+            prog = progs[src.program]
+
+            def fire(cpu, ctx, prog=prog):
+                return [m.submit(prog, cpu=cpu, ctx=ctx)]
+        else:
+            def fire(cpu, ctx, tp=src.tracepoint):
+                return m.fire(tp, cpu=cpu, ctx=ctx)
         cpus = range(m.ncpus) if src.cpus == "all" else src.cpus
-        ctx = bytes.fromhex(src.ctx_hex)
         for cpu in cpus:
-            for k in range(src.count):
-                at = src.start_ns + (k * src.interval_ns if src.arrival == "periodic" else 0)
-                invocations.append(m.submit(progs[src.program], cpu=cpu, ctx=ctx, at_ns=at))
-    total = len(invocations)
+            sources.append(SourceProcess(m, i, src, cpu, fire, rec.watch, scn.machine.seed))
+    total = sum(src.count or 0 for src in scn.source for _ in (range(m.ncpus) if src.cpus == "all" else src.cpus))
 
-    if scn.run.until_ns is not None:
+    env = m.env
+    arrivals_done = env.all_of([sp.process for sp in sources])
+    until_ps = None if scn.run.until_ns is None else scn.run.until_ns * 1000
+    # Step the simulation: until every source has fired and the machine is idle (or until_ns).
+    # Stepping processes exactly the events env.run would, so results do not depend on it.
+    done_shown = 0
+    step = env.step
+    while (not arrivals_done.triggered or m.busy) and env.peek() != float("inf"):
+        if until_ps is not None and env.peek() >= until_ps:
+            break
+        step()
+        if progress is not None and rec.count - done_shown >= max(1, total // 200):
+            done_shown = rec.count
+            progress(done_shown, max(total, done_shown))
+    if until_ps is not None and env.now < until_ps:
         m.run(until_ns=scn.run.until_ns)
-    elif progress is None or total == 0:
-        m.run()
-    else:
-        # Step the simulation so the bar moves; stepping does not change what is simulated.
-        done = 0
-        while m.busy:
-            m.env.step()
-            finished = m.ncompleted
-            if finished - done >= max(1, total // 200) or not m.busy:
-                done = finished
-                progress(done, total)
+    if progress is not None:
+        progress(rec.count, max(total, rec.count))
 
-    records = [(inv.prog.name, inv.cpu, inv.start_ns, inv.end_ns) for inv in invocations if inv.finished]
-    metrics = collect_metrics(m, scn, invocations, maps, progs)
+    records = rec.as_tuples()
+    metrics = collect_metrics(m, scn, records, progs)
     map_values = {}
     for name, h in maps.items():
         keys, vals = [], []
@@ -205,25 +225,60 @@ def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | N
                      time.perf_counter() - wall0, m.trace_lines())
 
 
-def collect_metrics(m: Machine, scn: Scenario, invocations, maps, progs) -> dict[str, float]:
+class Records:
+    """Finished invocations, kept compactly (a scenario may run millions)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._index: dict[str, int] = {}
+        self.prog = array("i")
+        self.cpu = array("i")
+        self.start = array("q")
+        self.end = array("q")
+        self.fault = array("b")
+        self.count = 0
+
+    def watch(self, inv) -> None:
+        inv.done.callbacks.append(self._done)
+
+    def _done(self, event) -> None:
+        inv = event.value
+        name = inv.prog.name
+        idx = self._index.get(name)
+        if idx is None:
+            idx = self._index[name] = len(self.names)
+            self.names.append(name)
+        self.prog.append(idx)
+        self.cpu.append(inv.cpu)
+        self.start.append(inv.start_ns)
+        self.end.append(inv.end_ns)
+        self.fault.append(inv.fault is not None)
+        self.count += 1
+
+    def as_tuples(self) -> list[tuple[str, int, int, int, bool]]:
+        names = self.names
+        return [(names[p], c, s, e, bool(f)) for p, c, s, e, f in
+                zip(self.prog, self.cpu, self.start, self.end, self.fault, strict=True)]
+
+
+def collect_metrics(m: Machine, scn: Scenario, records, progs) -> dict[str, float]:
     met: dict[str, float] = {}
-    finished = [inv for inv in invocations if inv.finished]
-    end = max((inv.end_ns for inv in finished), default=m.now_ns)
+    end = max((r[3] for r in records), default=m.now_ns)
     met["sim.elapsed_ns"] = end
     met["faults"] = len(m.faults)
-    met["invocations"] = len(finished)
-    met["throughput"] = len(finished) / (end * 1e-9) if end > 0 else 0.0
+    met["invocations"] = len(records)
+    met["throughput"] = len(records) / (end * 1e-9) if end > 0 else 0.0
     for name in progs:
-        lat = np.array([inv.end_ns - inv.start_ns for inv in finished if inv.prog.name == name], dtype=np.int64)
+        mine = [r for r in records if r[0] == name]
+        lat = np.array([r[3] - r[2] for r in mine], dtype=np.int64)
         met[f"program.{name}.invocations"] = int(lat.size)
-        met[f"program.{name}.faults"] = sum(1 for inv in finished if inv.prog.name == name and inv.fault)
+        met[f"program.{name}.faults"] = sum(1 for r in mine if r[4])
         if lat.size:
             met[f"program.{name}.latency_ns.mean"] = float(lat.mean())
             for q in (50, 90, 99):
                 met[f"program.{name}.latency_ns.p{q}"] = float(np.percentile(lat, q))
             met[f"program.{name}.latency_ns.max"] = int(lat.max())
-            span = max(inv.end_ns for inv in finished if inv.prog.name == name) - min(
-                inv.start_ns for inv in finished if inv.prog.name == name)
+            span = max(r[3] for r in mine) - min(r[2] for r in mine)
             met[f"program.{name}.throughput_per_s"] = lat.size / (span * 1e-9) if span > 0 else 0.0
     for core in m.cores:
         met[f"cpu.{core.id}.busy_ns"] = core.busy_ps // 1000

@@ -84,16 +84,48 @@ class ProgramSpec(_Strict):
         return self
 
 
-class SourceSpec(_Strict):
-    """``[[source]]``: invocations of a program on CPUs."""
+class FieldSpec(_Strict):
+    """``[[source.field]]``: one context field, packed little-endian after ``ctx_hex``."""
 
-    program: str
+    name: str = ""
+    size: Literal[1, 2, 4, 8] = 4
+    dist: Literal["constant", "sequence", "uniform", "zipf", "cpu", "time"] = "constant"
+    value: Annotated[int, Field(ge=0)] = 0
+    start: Annotated[int, Field(ge=0)] = 0
+    step: int = 1
+    low: Annotated[int, Field(ge=0)] = 0
+    high: Annotated[int, Field(ge=0)] = 0
+    s: Annotated[float, Field(gt=0.0)] = 1.0
+    n: Annotated[int, Field(ge=1)] = 1
+
+    @field_validator("s", mode="before")
+    @classmethod
+    def _int_s(cls, v: Any) -> Any:
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _ranges(self) -> FieldSpec:
+        if self.dist == "uniform" and self.high < self.low:
+            raise ValueError(f"uniform field needs low <= high (low={self.low}, high={self.high})")
+        if self.dist == "zipf" and self.n > 1 << 24:
+            raise ValueError(f"zipf n={self.n} is too large (at most {1 << 24} keys)")
+        return self
+
+
+class SourceSpec(_Strict):
+    """``[[source]]``: firings of a program (``program``) or a tracepoint (``tracepoint``)."""
+
+    program: str | None = None
+    tracepoint: str | None = None
     cpus: list[Annotated[int, Field(ge=0)]] | Literal["all"] = "all"
-    count: Annotated[int, Field(ge=0)] = 1
-    arrival: Literal["back-to-back", "periodic"] = "back-to-back"
+    count: Annotated[int, Field(ge=0)] | None = None
+    duration_ns: Annotated[int, Field(ge=1)] | None = None
+    arrival: Literal["back-to-back", "periodic", "poisson", "burst"] = "back-to-back"
     interval_ns: Annotated[int, Field(ge=0)] = 0
+    burst_size: Annotated[int, Field(ge=1)] = 1
     start_ns: Annotated[int, Field(ge=0)] = 0
     ctx_hex: str = ""
+    field: list[FieldSpec] = Field(default_factory=list)
 
     @field_validator("ctx_hex")
     @classmethod
@@ -105,9 +137,13 @@ class SourceSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _periodic(self) -> SourceSpec:
-        if self.arrival == "periodic" and self.interval_ns <= 0:
-            raise ValueError("arrival 'periodic' needs interval_ns > 0")
+    def _consistent(self) -> SourceSpec:
+        if (self.program is None) == (self.tracepoint is None):
+            raise ValueError("give exactly one of 'program' or 'tracepoint'")
+        if self.arrival in ("periodic", "poisson", "burst") and self.interval_ns <= 0:
+            raise ValueError(f"arrival {self.arrival!r} needs interval_ns > 0")
+        if self.count is None and self.duration_ns is None:
+            raise ValueError("give 'count' (firings per CPU) or 'duration_ns' (or both)")
         return self
 
 
@@ -188,7 +224,7 @@ class Scenario(_Strict):
             if dup:
                 raise ValueError(f"duplicate {what} name(s): {', '.join(sorted(dup))}")
         for i, src in enumerate(self.source):
-            if src.program not in progs:
+            if src.program is not None and src.program not in progs:
                 raise ValueError(
                     f"source[{i}].program: no program named {src.program!r} (have: {', '.join(progs) or 'none'})")
             if src.cpus != "all":

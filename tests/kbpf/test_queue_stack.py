@@ -452,3 +452,15 @@ class QueueStackMachine(RuleBasedStateMachine):
 
 QueueStackMachine.TestCase.settings = settings(stateful_step_count=30)
 test_queue_stack_against_a_deque = QueueStackMachine.TestCase
+
+
+def test_pop_and_peek_on_an_empty_map_zero_the_programs_buffer(host):
+    """__queue_map_get: an empty queue or stack memsets the destination before -ENOENT."""
+    helpers = init_helper_functions(host)
+    for kind in (QUEUE, STACK):
+        m, _fd = qmap(host, kind, max_entries=4)
+        dst = host.kmalloc(8)
+        for helper in (88, 89):
+            host.write(dst, b"\xff" * 8)
+            assert helpers[helper](m.addr, dst, 0, 0, 0) == (-errno.ENOENT) & U64
+            assert host.read(dst, 8) == bytes(8)

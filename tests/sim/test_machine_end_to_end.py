@@ -157,3 +157,28 @@ def test_per_cpu_array_values_are_per_cpu():
     assert vals == [3, 1]
     # The syscall view: round_up(value_size, 8) bytes per possible CPU.
     assert len(pc.lookup(U32_0)) == 16
+
+
+def test_attach_and_fire_run_every_attached_program_on_that_cpu():
+    m = Machine(cpus=2)
+    a = m.load_program(assemble("call 8\nadd %r0, 100\nexit"), name="a")  # smp_processor_id + 100
+    b = m.load_program(assemble("ldxw %r0, [%r1]\nexit"), name="b")  # reads its context
+    assert m.fire("demo/emit", cpu=1) == []  # created on first use, nothing attached
+    link = m.attach(a, "demo/emit")
+    m.attach(b, "demo/emit")
+    invs = m.fire("demo/emit", cpu=1, ctx=(7).to_bytes(4, "little"))
+    m.run()
+    assert [inv.r0 for inv in invs] == [101, 7]
+    m.kernel.close(m.kernel.facade, link)  # detaching a leaves b
+    assert [inv.prog.name for inv in m.fire("demo/emit", cpu=0, ctx=bytes(4))] == ["b"]
+    with pytest.raises(ValueError, match="category/name"):
+        m.attach(a, "no-slash")
+
+
+def test_a_tracepoint_context_is_read_only():
+    m = Machine(cpus=1)
+    w = m.load_program(assemble("stw [%r1], 1\nmov %r0, 0\nexit"), name="w")
+    m.attach(w, "demo/ro")
+    (inv,) = m.fire("demo/ro", ctx=bytes(8))
+    m.run()
+    assert inv.fault is not None and inv.fault.errno == errno.EFAULT

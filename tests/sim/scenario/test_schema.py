@@ -43,7 +43,8 @@ def test_a_valid_scenario_loads(tmp_path):
     ("[machine]\nlocking = 'rcu'\n", "machine.locking", "'linux' or 'kbpf'"),
     ("[[map]]\nname = 'm'\ntype = 'hashh'\n", "map[0].type", "unknown map type 'hashh'"),
     ("[[program]]\nname = 'p'\n", "program[0]", "exactly one of 'asm'"),
-    ("[[source]]\nprogram = 'nope'\n", "source[0].program", "no program named 'nope'"),
+    ("[[source]]\nprogram = 'nope'\ncount = 1\n", "source[0].program", "no program named 'nope'"),
+    ("[[source]]\nprogram = 'p'\n", "source[0]", "give 'count'"),
     ("[[plot]]\nkind = 'pie'\n", "plot[0].kind", "'completions'"),
     ("[flavour]\nx = 1\n", "flavour", "unknown key"),
 ])
