@@ -144,6 +144,12 @@ class KernelAuxiliaryOps(Protocol):
         """The map an fd of the current process refers to; EBADF otherwise."""
         ...
 
+    def get_map_file_from_fd(self, map_fd: int) -> Any:
+        """The open file behind ``map_fd`` (an opaque object, the same for every fd that shares
+        it): fd maps remember which file inserted an entry, to drop it when that file is
+        released (``map_release``).  EBADF/EINVAL as above."""
+        ...
+
     def get_unified_map_ptr_from_fd(self, map_fd: int) -> int:
         """The kernel address of the map behind ``map_fd`` (what ``LD_DW_IMM`` src=1 loads)."""
         ...
@@ -213,6 +219,13 @@ class KernelAuxiliaryOps(Protocol):
     def call_program(self, func: int, args: tuple[int, ...]) -> int:
         """Synchronously run the current program's function at ``func`` with ``args`` in r1..r5;
         the answer to a :class:`Callback` under :func:`drive`."""
+        ...
+
+    def get_perf_event_from_fd(self, fd: int) -> Any:
+        """The ``kbpf.perf.BpfPerfEvent`` behind a perf event fd of the current process
+        (``perf_event_get``), for a PERF_EVENT_ARRAY update; EBADF when the fd is not open or
+        is not a perf event.  The host keeps one reference for the fd; a map slot takes its
+        own with ``event.get()``."""
         ...
 
 

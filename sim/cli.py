@@ -176,5 +176,19 @@ def conformance(paths: tuple[Path, ...]) -> None:
     sys.exit(conformance_main([str(p) for p in paths]))
 
 
+@main.command()
+@click.argument("obj", metavar="OBJECT.bpf.o", type=click.Path(path_type=Path))
+def inspect(obj: Path) -> None:
+    """List an eBPF object's maps, programs and sections, and disassemble each program
+    after relocation (map references by name)."""
+    from sim.user.loader import BpfObject, inspect_text
+
+    try:
+        opened = BpfObject.open(obj)
+    except BpfError as e:
+        raise UsageFailure(e.strerror) from None
+    click.echo(inspect_text(opened), nl=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -15,17 +15,24 @@ import numpy as np
 import simpy
 
 from kbpf.errors import BpfError
-from kbpf.linux_bpf import BpfMapType, BpfProgType
+from kbpf import linux_bpf as uapi
+from kbpf.linux_bpf import BpfCmd, BpfMapType, BpfProgType
 from sim.cpu.core import Core, Invocation
 from sim.cpu.preset import Preset, check_cpus
 from sim.cpu.spinlock import SpinLocks
 from sim.cpu.task import Scheduler, Task
 from sim.kernel.kernel import Kernel
 from sim.mem import Memory
+from sim.mem.cache import CacheModel
 from sim.user.maps import MapHandle, map_type_from
 from sim.user.programs import ProgramHandle
 
 PS_PER_NS = 1000
+
+
+def _check_tracepoint(name: str) -> None:
+    if not isinstance(name, str) or name.count("/") != 1 or not all(name.split("/")):
+        raise ValueError(f"tracepoint must be 'category/name', got {name!r}")
 
 
 class Machine:
@@ -54,11 +61,15 @@ class Machine:
         self.seed_seq = np.random.SeedSequence(seed)
         self.env = simpy.Environment()
         p = self.preset
-        self.spinlocks = SpinLocks(self.env, p.get_ps("lock", "uncontended_ns"), p.get_ps("lock", "handoff_ns"))
         self.work_ps = {k[: -len("_ps")]: v for k, v in p.data["work"].items()}
-        self._l1_ps = p.get_ps("mem", "l1_hit_cycles")
         self.mem = Memory(memory_mib=memory_mib, ncpus=cpus)
+        # Finite caches and the coherence directory price every shared access (sim/mem/cache.py).
+        self.cache = CacheModel(p, p.topology, cpus, self.mem.kernel)
+        self.access = self.cache.access  # shadows the method below: one call less per access
         self.kernel = Kernel(self)
+        # Spinlocks move their lock word's line (and, queued, per-CPU MCS nodes) through the caches.
+        self.spinlocks = SpinLocks(self.env, self.cache.access, p.get("lock", "kind"),
+                                   p.get_ps("mem", "atomic_rmw_ns"), self.mem.alloc_percpu(64, 64), seed)
         self.host = self.kernel.host
         self.scheduler = Scheduler(self)
         self.task_errors: list = []
@@ -77,9 +88,11 @@ class Machine:
         return int(self.env.now) // PS_PER_NS
 
     def access(self, cpu: int, addr: int, size: int, write: bool, t: int) -> int:
-        """Price one shared memory access by ``cpu`` at its local time ``t`` (ps).  The hardware
-        issue's caches replace this flat L1 cost with the coherence directory."""
-        return self._l1_ps
+        """Price one shared memory access by ``cpu`` at its local time ``t`` (ps) through the
+        caches and the coherence directory (:class:`sim.mem.cache.CacheModel`), which it
+        updates.  Only cores call it, in simulated time; ``__init__`` binds the cache model's
+        method over this one."""
+        return self.cache.access(cpu, addr, size, write, t)
 
     # -- maps -------------------------------------------------------------------------------
     def create_map(self, map_type: BpfMapType | str | int, key_size: int = 0, value_size: int = 0,
@@ -92,10 +105,42 @@ class Machine:
                      name: str = "") -> ProgramHandle:
         return ProgramHandle.load(self, insns, prog_type, name)
 
+    def open_object(self, path):
+        """Read a clang-built eBPF object (``bpf_object__open_file``); maps may still be
+        changed before ``.load()``.  See sim/user/loader.py."""
+        from sim.user.loader import open_object
+
+        return open_object(self, path)
+
+    def load_object(self, path):
+        """``open_object(path).load()``: maps created, global data written, programs loaded."""
+        from sim.user.loader import load_object
+
+        return load_object(self, path)
+
+    def attach(self, prog: ProgramHandle, tracepoint: str) -> int:
+        """Attach ``prog`` to tracepoint ``"category/name"`` (created on first use) through
+        BPF_RAW_TRACEPOINT_OPEN; returns the link fd (closing it detaches)."""
+        if not isinstance(prog, ProgramHandle) or prog.machine is not self:
+            raise ValueError("attach needs a program loaded on this machine")
+        _check_tracepoint(tracepoint)
+        calls = self.kernel.facade_calls
+        calls.begin()
+        attr = uapi.BpfRawTracepointOpenAttr(name=calls.put(tracepoint.encode() + b"\0"), prog_fd=prog.fd)
+        return calls.bpf(BpfCmd.BPF_RAW_TRACEPOINT_OPEN, attr.pack())
+
+    def fire(self, tracepoint: str, cpu: int = 0, ctx: bytes = b"", at_ns: int | None = None) -> list[Invocation]:
+        """Fire a tracepoint: schedule every program attached there on ``cpu``, like submit."""
+        _check_tracepoint(tracepoint)
+        return [self._submit_kprog(kprog, cpu, ctx, at_ns) for kprog in self.kernel.tracepoint_programs(tracepoint)]
+
     def submit(self, prog: ProgramHandle, cpu: int = 0, ctx: bytes = b"", at_ns: int | None = None) -> Invocation:
         """Schedule one invocation of ``prog`` on ``cpu``; it runs after that CPU's earlier ones."""
         if not isinstance(prog, ProgramHandle) or prog.machine is not self:
             raise ValueError("submit needs a program loaded on this machine")
+        return self._submit_kprog(self.kernel.prog_from_fd(self.kernel.facade, prog.fd), cpu, ctx, at_ns)
+
+    def _submit_kprog(self, kprog, cpu: int, ctx: bytes, at_ns: int | None) -> Invocation:
         if not isinstance(cpu, int) or not 0 <= cpu < self.ncpus:
             raise ValueError(f"cpu must be between 0 and {self.ncpus - 1}, got {cpu!r}")
         if not isinstance(ctx, bytes | bytearray):
@@ -103,7 +148,6 @@ class Machine:
         at_ps = self.env.now if at_ns is None else int(at_ns) * PS_PER_NS
         if at_ps < self.env.now:
             raise ValueError(f"at_ns={at_ns} is in the past (now_ns={self.now_ns})")
-        kprog = self.kernel.prog_from_fd(self.kernel.facade, prog.fd)
         if len(ctx) > self.kernel.ctx_max:
             raise BpfError(errno.E2BIG, f"ctx of {len(ctx)} bytes exceeds the {self.kernel.ctx_max}-byte context area")
         inv = Invocation(kprog, cpu, bytes(ctx), at_ps, self._seq)
@@ -190,6 +234,20 @@ class Machine:
     @property
     def busy(self) -> bool:
         return self._pending > 0 or self._active_tasks > 0
+
+    # -- consumers --------------------------------------------------------------------------
+    def ring_buffer(self, map_handle, callback, task_cpu: int | None = None, **options):
+        """A libbpf-like ring-buffer consumer on ``map_handle`` (see :mod:`sim.user.ringbuf`)."""
+        from sim.user.ringbuf import RingBufferConsumer
+
+        return RingBufferConsumer(self, map_handle, callback, task_cpu=task_cpu, **options)
+
+    def perf_buffer(self, map_handle, on_sample, on_lost=None, page_cnt: int = 8,
+                    task_cpu: int | None = None, **options):
+        """A libbpf-like perf-buffer consumer on a PERF_EVENT_ARRAY (see :mod:`sim.user.perfbuf`)."""
+        from sim.user.perfbuf import PerfBufferConsumer
+
+        return PerfBufferConsumer(self, map_handle, on_sample, on_lost, page_cnt, task_cpu=task_cpu, **options)
 
     # -- output -----------------------------------------------------------------------------
     def trace_lines(self) -> list[str]:

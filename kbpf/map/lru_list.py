@@ -284,12 +284,17 @@ class BpfLru:
     ``percpu`` (``BPF_F_NO_COMMON_LRU``) one LRU list per CPU.
 
     ``hash_offset`` is where the element's hash lies relative to the node (the pop writes it
-    there); ``name`` labels the locks.  Memory: the global list is kmalloc'd on its own cache
-    lines, local lists and per-CPU lists come from ``alloc_percpu``.
+    there); ``name`` labels the locks.  Memory: the global list lives at ``list_addr`` (128
+    bytes, 64-aligned: inside the map's ``struct bpf_htab``, as ``struct bpf_lru`` is embedded
+    there) or, without one, in its own kmalloc'd lines; local lists and per-CPU lists come from
+    ``alloc_percpu``.
     """
 
     #: The policy name, as the host selects it.
     policy = "linux"
+    #: Whether :meth:`node_set_ref` takes a lock (then callers must not hold a bucket lock:
+    #: the only allowed order is LRU lock -> bucket lock).
+    set_ref_locks = False
 
     def __init__(
         self,
@@ -299,6 +304,7 @@ class BpfLru:
         del_from_htab: DelFromHtab,
         hash_offset: int,
         name: str = "lru",
+        list_addr: int | None = None,
     ):
         self.host = host
         self.percpu_ops = percpu_ops
@@ -314,16 +320,22 @@ class BpfLru:
             self.percpu_lru = percpu_ops.create(lambda cpu: LruList(addrs[cpu], f"{name} cpu{cpu}"))
             self.nr_scans = PERCPU_NR_SCANS
         else:
-            self._kmalloc = host.kmalloc(LRU_LIST_SIZE, 64)
-            self.lru_list = LruList(self._kmalloc, f"{name} global")
+            if list_addr is None:
+                list_addr = self._kmalloc = host.kmalloc(LRU_LIST_SIZE, 64)
+            self.lru_list = LruList(list_addr, f"{name} global")
             try:
                 addrs = percpu_ops.alloc_percpu(LOCALLIST_SIZE, 8)
             except BaseException:
-                host.kfree(self._kmalloc)
+                if self._kmalloc:
+                    host.kfree(self._kmalloc)
+                    self._kmalloc = 0
                 raise
             self._pcpu_addrs = addrs
             self.local_list = percpu_ops.create(lambda cpu: LocalList(addrs[cpu], cpu, name))
             self.nr_scans = LOCAL_NR_SCANS
+        # Hot path: bind the variant's push once instead of dispatching on every call (each
+        # nested generator frame is paid again for every request the operation yields).
+        self.push_free = self._percpu_push_free if self.percpu else self._common_push_free
 
     def destroy(self) -> None:
         """``bpf_lru_destroy``: give the lists' memory back."""
@@ -388,9 +400,12 @@ class BpfLru:
             yield Touch(ref, 1, True)
 
     # -- pop ----------------------------------------------------------------------------------------
-    def pop_free(self, hash_: int) -> Op:
+    def pop_free(self, hash_: int, evict: bool = True) -> Op:
         """``bpf_lru_pop_free``: a node for a new element of hash ``hash_``, or None when none
-        can be found (the update then fails with ENOMEM)."""
+        can be found (the update then fails with ENOMEM).  Linux's LRU always may evict on the
+        way (``evict=False`` is the exact policy's option only)."""
+        if not evict:
+            raise ValueError("the Linux LRU cannot pop without being allowed to evict")
         if self.percpu:
             return (yield from self._percpu_pop_free(hash_))
         return (yield from self._common_pop_free(hash_))
@@ -788,6 +803,7 @@ class ExactLru:
     """
 
     policy = "exact"
+    set_ref_locks = True
 
     def __init__(
         self,
@@ -797,6 +813,7 @@ class ExactLru:
         del_from_htab: DelFromHtab,
         hash_offset: int,
         name: str = "lru",
+        list_addr: int | None = None,
     ):
         self.host = host
         self.percpu_ops = percpu_ops
@@ -811,8 +828,9 @@ class ExactLru:
             self._pcpu_addrs = addrs
             self._lists = [LruList(addrs[c], f"{name} cpu{c} exact") for c in range(self.ncpus)]
         else:
-            self._kmalloc = host.kmalloc(LRU_LIST_SIZE, 64)
-            self._lists = [LruList(self._kmalloc, f"{name} exact")]
+            if list_addr is None:
+                list_addr = self._kmalloc = host.kmalloc(LRU_LIST_SIZE, 64)
+            self._lists = [LruList(list_addr, f"{name} exact")]
 
     def destroy(self) -> None:
         if self._pcpu_addrs:
@@ -859,9 +877,10 @@ class ExactLru:
         yield from _flush(t)
         yield Release(l.lock)
 
-    def pop_free(self, hash_: int) -> Op:
-        """A FREE node, or else the least recently used element evicted: exactly one, and only
-        when the list has no free node."""
+    def pop_free(self, hash_: int, evict: bool = True) -> Op:
+        """A FREE node, or else (when ``evict``) the least recently used element evicted:
+        exactly one, and only when the list has no free node.  None when there is nothing to
+        take (with ``evict`` False: no free node)."""
         cpu = self.host.current_cpu_id()
         l = self._list_of(cpu)
         yield Acquire(l.lock)
@@ -871,7 +890,7 @@ class ExactLru:
         node: LruNode | None = None
         if not free.empty():
             node = free.next  # type: ignore[assignment]
-        else:
+        elif evict:
             scanned = 0
             cur = used.prev
             while cur is not used:
@@ -953,10 +972,11 @@ def bpf_lru_init(
     hash_offset: int,
     name: str = "lru",
     policy: str = "linux",
+    list_addr: int | None = None,
 ) -> BpfLru | ExactLru:
     """``bpf_lru_init``: the LRU of the chosen ``policy`` (``"linux"`` or ``"exact"``)."""
     try:
         cls = LRU_POLICIES[policy]
     except KeyError:
         raise ValueError(f"lru policy must be 'linux' or 'exact', got {policy!r}") from None
-    return cls(host, percpu_ops, percpu, del_from_htab, hash_offset, name)
+    return cls(host, percpu_ops, percpu, del_from_htab, hash_offset, name, list_addr)

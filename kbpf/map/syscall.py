@@ -21,7 +21,7 @@ import errno
 from kbpf.errors import BpfError
 from kbpf.host import KernelAuxiliaryOps, Op, Work
 from kbpf.linux_bpf import BPF_F_LOCK, BpfCmd, BpfMapElemAttr, BpfMapType, check_attr_tail
-from kbpf.map.ops import UnifiedMap
+from kbpf.map.ops import FD_MAP_TYPES, UnifiedMap
 
 _QUEUE_TYPES = (BpfMapType.BPF_MAP_TYPE_QUEUE, BpfMapType.BPF_MAP_TYPE_STACK)
 
@@ -89,7 +89,12 @@ def bpf_map_update_elem(host: KernelAuxiliaryOps, attr: BpfMapElemAttr) -> Op:
         size = umap.sys_value_size
         value = host.copy_from_user(attr.value, size)
         yield Work("copy_bytes", size)
-        yield from umap.ops.sys_update_elem(key, value, attr.flags)
+        if umap.meta.map_type in FD_MAP_TYPES:
+            # fd maps remember the open map file an entry came through (perf_event_fd_array).
+            map_file = host.get_map_file_from_fd(attr.map_fd)
+            yield from umap.ops.sys_update_elem(key, value, attr.flags, map_file=map_file)
+        else:
+            yield from umap.ops.sys_update_elem(key, value, attr.flags)
     finally:
         umap.write_active -= 1
 

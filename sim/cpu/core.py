@@ -260,6 +260,8 @@ class Core:
                     yield from self._sync(t)
                     t = yield from locks.acquire(self.id, req.lock, t)
                 elif kind is Release:
+                    # The release store is a shared access too: it happens at its true time.
+                    yield from self._sync(t)
                     t = locks.release(self.id, req.lock, t)
                 elif kind is Callback:
                     prog = self.running.prog

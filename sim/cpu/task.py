@@ -64,6 +64,7 @@ class WaitQueue:
 
     def __init__(self, name: str):
         self.name = name
+        self.forward_to: WaitQueue | None = None  # an epoll set watching this queue
         self.waiters: deque[Task] = deque()
         self.pending = 0
         self.wakeups = 0  # wake_up() calls that woke at least one task
@@ -72,6 +73,8 @@ class WaitQueue:
     def wake_up(self, scheduler: Scheduler, at_ps: int | None = None) -> None:
         """Wake every waiter; ``at_ps`` is the waker's local time when it runs ahead of the
         event clock (a core inside a helper)."""
+        if self.forward_to is not None:
+            self.forward_to.wake_up(scheduler, at_ps)
         self.calls += 1
         if not self.waiters:
             self.pending += 1

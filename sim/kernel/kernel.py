@@ -22,6 +22,7 @@ from kbpf.linux_bpf import BpfCmd, BpfProgType
 from kbpf.map import BpfMapMeta, bpf_map_create
 from kbpf.map import syscall as map_syscall
 from kbpf.preprocessor import EbpfPreProcessor
+from kbpf.perf import BpfPerfEvent, PerfProbeArgs
 from kbpf.prog import BpfProgMeta
 from sim.cpu.engine import Costs, compile_program
 from sim.cpu.regions import Region, RegionSet
@@ -57,7 +58,8 @@ class MapFile:
     name: str
     id: int = 0
     regions: list[Region] = field(default_factory=list)
-    refs: int = 0
+    refs: int = 0  # fds, plus programs holding the map
+    fd_refs: int = 0  # fds only: when the last closes, the file is released (map_release)
     waitq: WaitQueue | None = None  # poll waiters (ring buffers)
     dynamic: bool = False  # regions follow the map's reservations (ring buffers)
     version: int = -1  # the reservation version the regions were built for
@@ -73,6 +75,16 @@ class MapPollWaker:
     def wake_up(self) -> None:
         k = self.kernel
         self.waitq.wake_up(k.m.scheduler, k.cpu_time_ps(k.host.cpu))
+
+
+@dataclass(eq=False)
+class PerfEventFile:
+    """An fd from ``perf_event_open``: the kbpf perf event and its poll waiters."""
+
+    event: Any
+    waitq: WaitQueue
+    refs: int = 0
+    mapped: int = 0  # user mappings of its ring
 
 
 @dataclass(eq=False)
@@ -168,36 +180,39 @@ class Kernel:
                       reader=self.mem.read, writer=self.mem.write)
 
     def _add_map_regions(self, mf: MapFile) -> None:
-        if hasattr(mf.umap.ops, "reservations"):
-            # A ring buffer: programs may touch exactly their live reservations.
-            mf.dynamic = True
+        ops = mf.umap.ops
+        # Ring buffers (live reservations) and hash maps without preallocation (elements come and
+        # go) change what programs may touch as they run: the kernel follows their version.
+        mf.dynamic = hasattr(ops, "reservations") or hasattr(ops, "regions_version")
+        if mf.dynamic:
             self.dynamic_maps.append(mf)
-            self._sync_reservations(mf)
-            return
-        for i, (start, end, writable) in enumerate(mf.umap.program_regions()):
-            region = self._region(start, end - start, writable, f"map:{mf.name}#{i}")
-            mf.regions.append(region)
-        for rs in self.cpu_regions:
-            for region in mf.regions:
-                rs.add(region)
+        self._sync_regions(mf)
 
-    def _sync_reservations(self, mf: MapFile) -> None:
+    @staticmethod
+    def _regions_version(ops) -> int:
+        return ops.reservation_version if hasattr(ops, "reservations") else getattr(ops, "regions_version", 0)
+
+    def _sync_regions(self, mf: MapFile) -> None:
         ops = mf.umap.ops
         for rs in self.cpu_regions:
             for region in mf.regions:
                 rs.remove(region)
-        mf.regions = [self._region(start, end - start, True, f"ringbuf:{mf.name}@{start:#x}")
-                      for start, end in ops.reservations() if end > start]
+        if hasattr(ops, "reservations"):
+            ranges = [(start, end, True) for start, end in ops.reservations()]
+        else:
+            ranges = ops.program_regions()
+        mf.regions = [self._region(start, end - start, writable, f"map:{mf.name}@{start:#x}")
+                      for start, end, writable in ranges if end > start]
         for rs in self.cpu_regions:
             for region in mf.regions:
                 rs.add(region)
-        mf.version = ops.reservation_version
+        mf.version = self._regions_version(ops)
 
     def after_helper(self) -> None:
-        """Bring reservation regions up to date after a helper ran (reserve/submit/discard)."""
+        """Bring dynamic maps' regions up to date after a helper or syscall changed them."""
         for mf in self.dynamic_maps:
-            if mf.umap.ops.reservation_version != mf.version:
-                self._sync_reservations(mf)
+            if self._regions_version(mf.umap.ops) != mf.version:
+                self._sync_regions(mf)
 
     def stage_context(self, cpu: int, ctx: bytes, writable: bool) -> int:
         """Copy ``ctx`` into ``cpu``'s context area and let the program read (or write) exactly it."""
@@ -232,13 +247,26 @@ class Kernel:
         socket or inheriting it): the object gains a reference."""
         obj = src.fds.get(fd)
         obj.refs += 1
+        if isinstance(obj, MapFile):
+            obj.fd_refs += 1
         return dst.fds.install(obj)
 
     def close(self, proc: Process, fd: int) -> None:
         obj = proc.fds.close(fd)
-        self._put(obj)
+        self._put(obj, fd_ref=True)
 
-    def _put(self, obj: Any) -> None:
+    def _put(self, obj: Any, fd_ref: bool = False) -> None:
+        if isinstance(obj, PerfEventFile):
+            obj.refs -= 1
+            if obj.refs == 0:
+                obj.event.put()
+            return
+        if fd_ref and isinstance(obj, MapFile):
+            obj.fd_refs -= 1
+            if obj.fd_refs == 0 and obj.umap.ops.implements("map_release"):
+                # The file is released: fd maps drop what was inserted through it
+                # (perf_event_fd_array_release), unless BPF_F_PRESERVE_ELEMS.
+                drive(obj.umap.ops.map_release(obj), self.host)
         if isinstance(obj, TracepointLink):
             self.tracepoints[obj.tracepoint].remove(obj.prog)
             self._put(obj.prog)
@@ -262,16 +290,42 @@ class Kernel:
         self._map_files.pop(mf.umap.addr, None)
         free = getattr(mf.umap, "free", None)
         if free is not None:
-            drive(free(), self.host)
+            free()  # UnifiedMap.free is synchronous (returns None, not a request generator)
 
-    def perf_output_by_fd(self, proc: Process, fd: int, cpu: int, data: bytes) -> None:
-        obj = proc.fds.get(fd)
-        raise BpfError(errno.EINVAL, f"fd {fd} ({type(obj).__name__}) is not a perf event")
+    def perf_event_from_fd(self, proc: Process, fd: int):
+        obj = proc.fds.get(fd) if proc is not None else None
+        if not isinstance(obj, PerfEventFile):
+            raise BpfError(errno.EBADF, f"fd {fd} is not a perf event")
+        return obj
+
+    def sys_perf_event_open(self, proc: Process, uattr: int, pid: int = -1, cpu: int = -1,
+                            group_fd: int = -1, flags: int = 0) -> int:
+        """``perf_event_open(&attr, pid, cpu, group_fd, flags)`` with ``attr`` in user memory."""
+        saved = self.host.process
+        self.host.process = proc
+        try:
+            args = PerfProbeArgs.try_from_perf_attr(self.host, uattr, pid, cpu, group_fd, flags,
+                                                    ncpus=self.ncpus)
+            waitq = WaitQueue(f"perf event {self._next_id}")
+            event = BpfPerfEvent(self.host, args, self._new_id(), MapPollWaker(self, waitq))
+        finally:
+            self.host.process = saved
+        pf = PerfEventFile(event, waitq, refs=1)
+        return proc.fds.install(pf)
+
+    def sys_ioctl(self, proc: Process, fd: int, cmd: int, arg: int = 0) -> int:
+        return self.perf_event_from_fd(proc, fd).event.ioctl(cmd, arg)
 
     # -- mmap ------------------------------------------------------------------------------
     def sys_mmap(self, proc: Process, fd: int, length: int, prot: int, offset: int = 0) -> int:
-        """``mmap(NULL, length, prot, MAP_SHARED, fd, offset)`` of a map: the map's own pages
-        mapped into ``proc`` with ``prot`` (read-only pages can never become writable)."""
+        """``mmap(NULL, length, prot, MAP_SHARED, fd, offset)`` of a map or a perf event: its own
+        pages mapped into ``proc`` (read-only pages can never become writable)."""
+        obj = proc.fds.get(fd)
+        if isinstance(obj, PerfEventFile):
+            pages = obj.event.do_mmap(offset, length, bool(prot & 2))
+            obj.mapped += 1
+            prots = [prot if user_writable else prot & ~2 for _phys, user_writable in pages]
+            return proc.mm.mmap_frames([phys >> 12 for phys, _w in pages], prots)
         mf = self.map_from_fd(proc, fd)
         write = bool(prot & 2)
         saved = self.host.process
@@ -319,6 +373,8 @@ class Kernel:
             return handler(self, proc, attr)
         finally:
             host.process, host.cpu, self._uattr = saved
+            if self.dynamic_maps:
+                self.after_helper()
 
     def _map_create(self, proc: Process, attr: bytes) -> int:
         uapi.check_attr_tail(attr, uapi.BpfMapCreateAttr.END, "BPF_MAP_CREATE")
@@ -330,6 +386,7 @@ class Kernel:
         self._map_files[umap.addr] = mf
         self._add_map_regions(mf)
         mf.refs += 1
+        mf.fd_refs += 1
         return proc.fds.install(mf)
 
     def _elem(self, proc: Process, attr: bytes, what: str):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kbpf.errors import BpfError
-from kbpf.host import TaskInfo
+from kbpf.host import TaskInfo, drive
 from sim.kernel.process import Process, idle_task
 from sim.kernel.tracepipe import TraceRecord
 
@@ -53,6 +53,8 @@ class SimHost:
         self.process: Process | None = None  # the process whose syscall is being served
         self.program = None  # the program whose helper is running (for synchronous callbacks)
         self._rng = kernel.rng
+        #: LRU policy of new LRU maps (kbpf reads ``host.lru_policy`` at map creation).
+        self.lru_policy = kernel.m.lru
 
     # -- maps ---------------------------------------------------------------------------------
     def get_unified_map_from_ptr(self, ptr: int):
@@ -63,6 +65,12 @@ class SimHost:
 
     def get_unified_map_from_fd(self, map_fd: int):
         return self.kernel.map_from_fd(self._proc(), map_fd).umap
+
+    def get_map_file_from_fd(self, map_fd: int):
+        return self.kernel.map_from_fd(self._proc(), map_fd)
+
+    def get_perf_event_from_fd(self, fd: int):
+        return self.kernel.perf_event_from_fd(self.process, fd).event
 
     def get_unified_map_ptr_from_fd(self, map_fd: int) -> int:
         return self.get_unified_map_from_fd(map_fd).addr
@@ -94,7 +102,7 @@ class SimHost:
         return self.cpu
 
     def perf_event_output(self, ctx: int, fd: int, flags: int, data: bytes) -> None:
-        self.kernel.perf_output_by_fd(self._proc(), fd, self.cpu, data)
+        drive(self.get_perf_event_from_fd(fd).write_event(data), self)
 
     def ebpf_write_str(self, text: str) -> None:
         task = self.current_task()

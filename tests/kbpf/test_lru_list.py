@@ -8,6 +8,8 @@ all ``htab_lru_map_delete_node`` tells the LRU.
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -24,7 +26,6 @@ from kbpf.map.lru_list import (
     LRU_LIST_LOCK_OFFSET,
     PERCPU_FREE_TARGET,
     PERCPU_NR_SCANS,
-    BpfLru,
     ExactLru,
     LruNode,
     bpf_lru_init,
@@ -34,6 +35,15 @@ from tests.kbpf.testhost import TestHost
 ELEM_SIZE = 64
 NODE_OFFSET = 16  # offsetof(struct htab_elem, lru_node)
 HASH_OFFSET = 24  # offsetof(htab_elem, hash) - offsetof(htab_elem, lru_node)
+
+
+def _h(key) -> int:
+    """A stable stand-in for the element hash (Python's ``hash`` of a str varies per run)."""
+    return zlib.crc32(repr(key).encode())
+
+
+def bucket(key) -> str:
+    return f"bucket {_h(key) % 4}"
 
 
 class Table:
@@ -105,7 +115,7 @@ def make(ncpus=1, nr=4, percpu=False, policy="linux"):
 def insert(host, table, lru, key, cpu=0, log=None):
     """What an update of a new key does with the LRU: pop a node, then link it in the table."""
     host.cpu = cpu
-    node = run(lru.pop_free(hash(key) & 0xFFFFFFFF), host, log)
+    node = run(lru.pop_free(_h(key)), host, log)
     if node is not None:
         table.insert(node, key)
     return node
@@ -174,7 +184,7 @@ def test_first_pop_refills_the_local_free_list_under_the_global_lock():
     loc = lru.local_list.force_get(1)
     assert len(loc.free) == LOCAL_FREE_TARGET - 1
     assert list(loc.pending) == [node]
-    assert (node.type, node.cpu, node.hash) == (BPF_LRU_LOCAL_LIST_T_PENDING, 1, hash("a") & 0xFFFFFFFF)
+    assert (node.type, node.cpu, node.hash) == (BPF_LRU_LOCAL_LIST_T_PENDING, 1, _h("a"))
     assert len(lru.lru_list.lists[BPF_LRU_LIST_T_FREE]) == 200 - LOCAL_FREE_TARGET
     assert work(log, "lru_rotate") == LOCAL_FREE_TARGET  # the 128 FREE nodes it moved
     assert Touch(node.addr + HASH_OFFSET, 4, True) in log
@@ -205,9 +215,7 @@ def test_refill_flushes_pending_then_shrinks_up_to_128_elements_at_once():
     insert(host, table, lru, "e", log=log)
     assert table.evicted == ["a", "b", "c", "d"]  # oldest first, from the INACTIVE tail
     assert work(log, "lru_evict") == 4
-    assert locks_taken(log) == ["m cpu0 local", "m global"] + [
-        f"bucket {hash(k) & 0xFFFFFFFF and (hash(k) & 0xFFFFFFFF) % 4}" for k in "abcd"
-    ]
+    assert locks_taken(log) == ["m cpu0 local", "m global"] + [bucket(k) for k in "abcd"]
     assert sorted(table.present.values()) == ["e"]
     lru.check(nodes)
 
@@ -225,8 +233,8 @@ def test_a_referenced_element_survives_the_shrink_that_evicts_its_neighbours():
     assert table.evicted == ["a", "c", "d"]
     assert held["b"].type == BPF_LRU_LIST_T_ACTIVE and held["b"].ref == 0
     insert(host, table, lru, "f")
-    insert(host, table, lru, "g")  # the 2 nodes freed beyond e's, then a refill:
-    assert sorted(table.present.values()) == ["b", "f", "g"]
+    insert(host, table, lru, "g")  # the two nodes the shrink freed beyond e's
+    assert sorted(table.present.values()) == ["b", "e", "f", "g"]
     insert(host, table, lru, "h")
     assert table.evicted == ["a", "c", "d", "e", "f", "g"]
     assert sorted(table.present.values()) == ["b", "h"]  # b never referenced again, still here
@@ -257,7 +265,9 @@ def test_force_shrink_evicts_one_active_element_when_inactive_is_empty():
     lru._local_flush(l, lru.local_list.force_get(0), t)
     assert list(l.lists[BPF_LRU_LIST_T_ACTIVE]) == [b, a]
     a.ref = b.ref = 1
-    freed = run(lru._shrink(l, 128, l.lists[BPF_LRU_LIST_T_FREE], BPF_LRU_LIST_T_FREE, t, [0]), host)
+    freed = run(
+        lru._shrink(l, 128, l.lists[BPF_LRU_LIST_T_FREE], BPF_LRU_LIST_T_FREE, t, [0]), host
+    )
     assert freed == 1 and table.evicted == ["a"]  # the ACTIVE tail, despite its ref bit
 
 
@@ -269,14 +279,12 @@ def test_rotate_active_demotes_unreferenced_and_keeps_referenced():
     t: list = []
     for n in nodes:
         n.type = BPF_LRU_LIST_T_ACTIVE  # pretend they came in referenced
-    for n in nodes:
-        l.lists[BPF_LRU_LIST_T_FREE].next = l.lists[BPF_LRU_LIST_T_FREE]
     _relink(l.lists[BPF_LRU_LIST_T_FREE], [])
     _relink(l.lists[BPF_LRU_LIST_T_ACTIVE], nodes)
     l.counts[BPF_LRU_LIST_T_ACTIVE] = 4
     nodes[1].ref = nodes[3].ref = 1
     visited = lru._rotate(l, t)
-    assert visited == 4
+    assert visited == 4 + 2  # all four of ACTIVE, then INACTIVE's two (nothing referenced)
     assert list(l.lists[BPF_LRU_LIST_T_ACTIVE]) == [nodes[1], nodes[3]]
     assert list(l.lists[BPF_LRU_LIST_T_INACTIVE]) == [nodes[0], nodes[2]]
     assert all(n.ref == 0 for n in nodes)
@@ -344,6 +352,45 @@ def test_a_cpu_with_nothing_steals_a_free_node_from_another_cpus_local_list():
     lru.check(nodes)
 
 
+def test_stealing_goes_round_robin_upwards_from_next_steal():
+    """``get_next_cpu`` walks the possible CPUs upwards and wraps: CPU 2 looks at itself, then
+    CPU 0 (which still has a FREE node), and never reaches CPU 1, whose only node holds b."""
+    host, table, lru, nodes = make(ncpus=3, nr=3)
+    insert(host, table, lru, "a", cpu=0)  # CPU 0 takes all three nodes
+    insert(host, table, lru, "b", cpu=1)  # steals one of them: 1, 2, 0
+    assert lru.local_list.force_get(1).next_steal == 1
+    log: list = []
+    insert(host, table, lru, "c", cpu=2, log=log)
+    assert table.evicted == []
+    assert [n for n in locks_taken(log) if "local" in n] == [
+        "m cpu2 local",
+        "m cpu2 local",
+        "m cpu0 local",
+        "m cpu2 local",
+    ]
+    assert lru.local_list.force_get(2).next_steal == 1
+
+
+def test_shrink_moves_an_inactive_node_referenced_since_rotation_to_active():
+    """``__bpf_lru_list_shrink_inactive`` checks the ref bit again: a node referenced after the
+    rotation looked at it is spared (moved to ACTIVE) and the walk evicts the next ones."""
+    host, table, lru, nodes = make(ncpus=1, nr=4)
+    l = lru.lru_list
+    _relink(l.lists[BPF_LRU_LIST_T_FREE], [])
+    _relink(l.lists[BPF_LRU_LIST_T_INACTIVE], nodes)
+    for i, n in enumerate(nodes):
+        n.type = BPF_LRU_LIST_T_INACTIVE
+        table.insert(n, i)
+    l.counts[BPF_LRU_LIST_T_INACTIVE] = 4
+    nodes[3].ref = 1  # the tail
+    free = l.lists[BPF_LRU_LIST_T_FREE]
+    t: list = []
+    assert run(lru._shrink_inactive(l, 2, free, BPF_LRU_LIST_T_FREE, t, [0]), host) == 2
+    assert table.evicted == [2, 1]
+    assert list(l.lists[BPF_LRU_LIST_T_ACTIVE]) == [nodes[3]] and nodes[3].ref == 0
+    lru.check(nodes)
+
+
 def test_stealing_evicts_the_oldest_unreferenced_pending_element_of_a_cpu_without_free_nodes():
     """With no FREE node anywhere, ``__local_list_pop_pending`` evicts from the victim CPU's
     PENDING tail — skipping referenced nodes on the first pass."""
@@ -354,7 +401,14 @@ def test_stealing_evicts_the_oldest_unreferenced_pending_element_of_a_cpu_withou
     insert(host, table, lru, "d", cpu=1, log=log)
     assert table.evicted == ["b"]
     assert work(log, "lru_steal") == 1 and work(log, "lru_evict") == 1
-    assert "bucket" in locks_taken(log)[3]  # CPU 1 found nothing; CPU 0's pending: b's bucket
+    assert locks_taken(log) == [
+        "m cpu1 local",
+        "m global",
+        "m cpu1 local",  # nothing on CPU 1
+        "m cpu0 local",  # CPU 0: no FREE node; PENDING tail is a (referenced), then b
+        bucket("b"),
+        "m cpu1 local",
+    ]
     lru.check(nodes)
 
 
@@ -393,26 +447,19 @@ def test_push_of_a_pending_node_returns_it_to_its_own_cpus_free_list():
 
 
 def test_push_of_a_flushed_node_returns_it_to_the_global_free_list():
+    """A node a refill has flushed to ACTIVE/INACTIVE belongs to the global lists: deleting its
+    element pushes it to the global FREE list under the global lock."""
     host, table, lru, nodes = make(ncpus=1, nr=2)
-    a = insert(host, table, lru, "a")
-    insert(host, table, lru, "b")
-    insert(host, table, lru, "c")  # flushes a and b, evicts both, c takes one
-    c_node = next(iter(lru.local_list.force_get(0).pending))
-    t: list = []
-    lru._pop_free_to_local_flush_only = None  # (no such hook: flush by refilling again)
-    insert(host, table, lru, "d")
-    d_node = lru.local_list.force_get(0).pending.next
-    assert a in (c_node, d_node)
-    # one more insert flushes c and d to INACTIVE and evicts them; put one back by hand first
-    host.cpu = 0
+    insert(host, table, lru, "a")
+    b = insert(host, table, lru, "b")
     l = lru.lru_list
-    lru._local_flush(l, lru.local_list.force_get(0), t)
-    assert d_node.type == BPF_LRU_LIST_T_INACTIVE
-    table.remove(d_node)
+    lru._local_flush(l, lru.local_list.force_get(0), [])  # what the next refill starts with
+    assert b.type == BPF_LRU_LIST_T_INACTIVE
+    table.remove(b)
     log: list = []
-    run(lru.push_free(d_node), host, log)
+    run(lru.push_free(b), host, log)
     assert locks_taken(log) == ["m global"]
-    assert d_node.type == BPF_LRU_LIST_T_FREE and l.lists[BPF_LRU_LIST_T_FREE].next is d_node
+    assert b.type == BPF_LRU_LIST_T_FREE and l.lists[BPF_LRU_LIST_T_FREE].next is b
     lru.check(nodes)
 
 
@@ -471,7 +518,7 @@ def test_exact_lru_evicts_exactly_one_least_recently_used_element_when_full():
     log: list = []
     insert(host, table, lru, "d", cpu=1, log=log)
     assert table.evicted == ["b"]
-    assert locks_taken(log) == ["m exact", f"bucket {(hash('b') & 0xFFFFFFFF) % 4}"]
+    assert locks_taken(log) == ["m exact", bucket("b")]
     assert [table.present[id(n)] for n in lru.recency()] == ["d", "a", "c"]
     lru.check(nodes)
 
@@ -531,8 +578,10 @@ def test_destroy_returns_the_memory():
 
 class LruLists(RuleBasedStateMachine):
     """Random pops, pushes and references on random CPUs: the lists stay well formed, every
-    node is on exactly one list, a pop succeeds whenever some element could be evicted, and an
-    element leaves the table only by an eviction the LRU asked for or a delete."""
+    node is on exactly one list, a pop always finds a node (sequentially every taken node holds
+    an element, so something can be evicted), an element leaves the table only through an
+    eviction the LRU asked for or a delete, and the exact policy evicts only when full and then
+    exactly its least recently used element."""
 
     @initialize(
         ncpus=st.integers(1, 3),
@@ -541,32 +590,37 @@ class LruLists(RuleBasedStateMachine):
         policy=st.sampled_from(["linux", "exact"]),
     )
     def setup(self, ncpus, nr, percpu, policy):
-        nr = max(nr, ncpus) if percpu else nr
-        nr -= nr % ncpus if percpu else 0
+        if percpu:
+            nr = ncpus * max(1, nr // ncpus)
         self.host, self.table, self.lru, self.nodes = make(ncpus, nr, percpu, policy)
-        self.percpu = percpu
+        self.percpu, self.exact = percpu, policy == "exact"
         self.next_key = 0
         self.keys: dict[int, LruNode] = {}
+        self.order: dict[int, list[int]] = {}  # exact: list -> keys, most recent first
+
+    def _list(self, cpu: int) -> int:
+        return cpu if self.percpu else 0
 
     @rule(cpu=st.integers(0, 2))
     def insert(self, cpu):
         cpu %= self.host.ncpus
         key = self.next_key
         self.next_key += 1
-        before = set(self.table.present.values())
-        evicted_before = len(self.table.evicted)
+        n_evicted = len(self.table.evicted)
         node = insert(self.host, self.table, self.lru, key, cpu=cpu)
-        gone = before - set(self.table.present.values()) - {key}
-        assert gone == set(self.table.evicted[evicted_before:])
-        for k in gone:
+        assert node is not None
+        evicted = self.table.evicted[n_evicted:]
+        for k in evicted:
             del self.keys[k]
-        if self.percpu:
-            mine = [k for k, n in self.keys.items() if n.cpu == cpu]
-            assert node is not None or not mine
-        else:
-            assert node is not None  # something could always be evicted
-        if node is not None:
-            self.keys[key] = node
+        if self.exact:
+            order = self.order.setdefault(self._list(cpu), [])
+            capacity = len(self.nodes) // (self.host.ncpus if self.percpu else 1)
+            if len(order) < capacity:
+                assert evicted == []
+            else:
+                assert evicted == [order.pop()]
+            order.insert(0, key)
+        self.keys[key] = node
 
     @precondition(lambda self: self.keys)
     @rule(data=st.data())
@@ -574,6 +628,8 @@ class LruLists(RuleBasedStateMachine):
         key = data.draw(st.sampled_from(sorted(self.keys)))
         node = self.keys.pop(key)
         self.table.remove(node)
+        if self.exact:
+            self.order[self._list(node.cpu)].remove(key)
         self.host.cpu = data.draw(st.integers(0, self.host.ncpus - 1))
         run(self.lru.push_free(node), self.host)
 
@@ -581,18 +637,26 @@ class LruLists(RuleBasedStateMachine):
     @rule(data=st.data())
     def reference(self, data):
         key = data.draw(st.sampled_from(sorted(self.keys)))
-        run(self.lru.node_set_ref(self.keys[key]), self.host)
+        node = self.keys[key]
+        run(self.lru.node_set_ref(node), self.host)
+        if self.exact:
+            order = self.order[self._list(node.cpu)]
+            order.remove(key)
+            order.insert(0, key)
 
     @invariant()
     def well_formed(self):
+        if not hasattr(self, "lru"):
+            return
         self.lru.check(self.nodes)
-        assert len(self.table.present) <= len(self.nodes)
         assert set(self.table.present.values()) == set(self.keys)
-        for owner, cpu, head, type_ in self.lru.lists():
+        in_use = (BPF_LRU_LIST_T_ACTIVE, BPF_LRU_LIST_T_INACTIVE, BPF_LRU_LOCAL_LIST_T_PENDING)
+        for _owner, _cpu, head, type_ in self.lru.lists():
             for node in head:
-                assert (id(node) in self.table.present) == (
-                    type_ in (BPF_LRU_LIST_T_ACTIVE, BPF_LRU_LIST_T_INACTIVE, BPF_LRU_LOCAL_LIST_T_PENDING)
-                )
+                assert (id(node) in self.table.present) == (type_ in in_use)
+        if self.exact:
+            for lst, order in self.order.items():
+                assert [self.table.present[id(n)] for n in self.lru.recency(lst)] == order
 
 
 TestLruLists = LruLists.TestCase
@@ -601,4 +665,3 @@ TestLruLists = LruLists.TestCase
 def test_node_types_are_the_kernel_enum():
     assert (BPF_LRU_LIST_T_ACTIVE, BPF_LRU_LIST_T_INACTIVE, BPF_LRU_LIST_T_FREE) == (0, 1, 2)
     assert (BPF_LRU_LOCAL_LIST_T_FREE, BPF_LRU_LOCAL_LIST_T_PENDING) == (3, 4)
-    assert isinstance(BpfLru, type)

@@ -288,6 +288,24 @@ class TestHost:
         self._fds[fd] = obj
         return fd
 
+    def install_perf_event(self, event) -> int:
+        """Give a ``kbpf.perf.BpfPerfEvent`` an fd (the fd holds the event's first reference)."""
+        return self.install_other_fd(event)
+
+    def get_perf_event_from_fd(self, fd: int):
+        from kbpf.perf.event import BpfPerfEvent
+
+        obj = self._fds.get(fd)
+        if not isinstance(obj, BpfPerfEvent):
+            why = "is not open" if obj is None else "is not a perf event"
+            raise BpfError(errno.EBADF, f"fd {fd} {why}")
+        return obj
+
+    def get_map_file_from_fd(self, map_fd: int):
+        """Each fd is its own file here: the (fd, map) pair stands for it."""
+        self.get_unified_map_from_fd(map_fd)
+        return ("file", map_fd)
+
     def get_unified_map_from_fd(self, map_fd: int):
         obj = self._fds.get(map_fd)
         if obj is None:
