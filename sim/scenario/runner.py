@@ -110,6 +110,43 @@ def _substitute_maps(text: str, fds: dict[str, int], asm_path: Path) -> str:
     return _MAP_REF.sub(repl, text)
 
 
+def _open_objects(m: Machine, scn: Scenario, path: Path) -> dict:
+    """Open each clang object the scenario names once, apply its map changes, load it."""
+    objects: dict[str, object] = {}
+    changes: dict[str, dict[str, dict]] = {}
+    for i, spec in enumerate(scn.program):
+        if spec.object is None:
+            continue
+        per_obj = changes.setdefault(spec.object, {})
+        for mname, change in spec.maps.items():
+            mine = change.model_dump(exclude_none=True)
+            old = per_obj.setdefault(mname, {})
+            for key, value in mine.items():
+                if key in old and old[key] != value:
+                    raise ScenarioError(f"{path}: program[{i}].maps.{mname}.{key}: conflicts with another "
+                                        f"program's change of the same map ({old[key]!r})")
+                old[key] = value
+    for rel, per_obj in changes.items():
+        obj_path = (path.parent / rel).resolve()
+        try:
+            obj = m.open_object(obj_path)
+            for mname, change in per_obj.items():
+                if mname not in obj.maps:
+                    raise ScenarioError(f"{path}: maps.{mname}: {rel} has no map {mname!r} "
+                                        f"(it has: {', '.join(obj.maps)})")
+                if "type" in change:
+                    obj.maps[mname].set_type(change["type"])
+                if "max_entries" in change:
+                    obj.maps[mname].set_max_entries(change["max_entries"])
+                if "flags" in change:
+                    obj.maps[mname].set_flags(change["flags"])
+            obj.load()
+        except (BpfError, OSError) as e:
+            raise ScenarioError(f"{path}: object {rel}: {e}") from None
+        objects[rel] = obj
+    return objects
+
+
 def build_machine(scn: Scenario) -> Machine:
     ms = scn.machine
     cost: Any = ms.cost_model if not ms.cost_overrides else {"preset": ms.cost_model, **ms.cost_overrides}
@@ -140,10 +177,18 @@ def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | N
             raise ScenarioError(f"{path}: map[{i}] ({spec.name}): {e}") from None
     fds = {name: h.fd for name, h in maps.items()}
     progs = {}
+    objects = _open_objects(m, scn, path)
+    for handle_name, obj in objects.items():
+        for mname, h in obj.maps.items():
+            maps.setdefault(mname, h)
     for i, spec in enumerate(scn.program):
         if spec.object is not None:
-            raise ScenarioError(f"{path}: program[{i}].object: loading clang objects needs the ELF loader, "
-                                "which this version does not have yet; use 'asm'")
+            obj = objects[spec.object]
+            if spec.name not in obj.programs:
+                raise ScenarioError(f"{path}: program[{i}].name: {spec.object} has no program {spec.name!r} "
+                                    f"(it has: {', '.join(obj.programs) or 'none'})")
+            progs[spec.name] = obj.programs[spec.name]
+            continue
         asm_path = (base / spec.asm).resolve()
         try:
             text = asm_path.read_text()
@@ -154,7 +199,7 @@ def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | N
         except AsmError as e:
             raise ScenarioError(f"{path}: program[{i}].asm: {asm_path}: {e}") from None
         try:
-            progs[spec.name] = m.load_program(insns, prog_type=spec.prog_type, name=spec.name)
+            progs[spec.name] = m.load_program(insns, prog_type=spec.prog_type, name=spec.name[:15])
         except (BpfError, ValueError) as e:
             raise ScenarioError(f"{path}: program[{i}] ({spec.name}) failed to load: {e}") from None
 

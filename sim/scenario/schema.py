@@ -68,19 +68,37 @@ class MapSpec(_Strict):
         return v.lower()
 
 
-class ProgramSpec(_Strict):
-    """``[[program]]``: an eBPF program, from assembler text (``asm``) or a clang object."""
+class MapChange(_Strict):
+    """``[program.maps.NAME]``: changes to an object's map before it loads (as libbpf's
+    ``bpf_map__set_type`` and friends), so one program serves a sweep over map types."""
 
-    name: Name
+    type: str | None = None
+    max_entries: Annotated[int, Field(ge=1)] | None = None
+    flags: Annotated[int, Field(ge=0)] | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str | None) -> str | None:
+        return None if v is None else MapSpec._known_type(v)
+
+
+class ProgramSpec(_Strict):
+    """``[[program]]``: an eBPF program, from assembler text (``asm``) or a clang object
+    (``object``; ``name`` is then the function's name in it)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")]
     asm: str | None = None
     object: str | None = None
     prog_type: str = "tracepoint"
     attach: str | None = None
+    maps: dict[str, MapChange] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_source(self) -> ProgramSpec:
         if (self.asm is None) == (self.object is None):
             raise ValueError("give exactly one of 'asm' (a .asm file) or 'object' (a .bpf.o file)")
+        if self.maps and self.object is None:
+            raise ValueError("'maps' changes apply to an object's maps; declare [[map]]s for asm programs")
         return self
 
 
