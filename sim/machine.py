@@ -35,6 +35,17 @@ def _check_tracepoint(name: str) -> None:
         raise ValueError(f"tracepoint must be 'category/name', got {name!r}")
 
 
+class Stats:
+    """What the cores count as they run, for scenario metrics: helper calls per map by outcome,
+    work per map by kind, and (when ``timeline`` is a list) lock waits as
+    ``(cpu, "lock", start_ps, end_ps, lock name)``."""
+
+    def __init__(self) -> None:
+        self.ops: dict[tuple[int, int, str], int] = {}
+        self.work: dict[tuple[int, str], int] = {}
+        self.timeline: list | None = None
+
+
 class Machine:
     """A simulated machine with ``cpus`` CPUs.  See API.md §3 for the contract."""
 
@@ -76,6 +87,7 @@ class Machine:
         self._active_tasks = 0
         self.cores = [Core(self, cpu) for cpu in range(cpus)]
         self.faults: list[BpfError] = []
+        self.stats = Stats()
         self._seq = 0
         self._pending = 0
         self.ncompleted = 0
@@ -234,6 +246,19 @@ class Machine:
     @property
     def busy(self) -> bool:
         return self._pending > 0 or self._active_tasks > 0
+
+    def value_address(self, map_handle, key: int) -> int:
+        """The kernel address of ``key``'s value in a map (this CPU 0's copy for per-CPU maps):
+        what a program's lookup returns.  For naming cache lines; takes no simulated time."""
+        from kbpf.host import drive
+
+        umap = self.kernel.map_from_fd(self.kernel.facade, map_handle.fd).umap
+        self.host.cpu = 0
+        raw = key.to_bytes(map_handle.key_size, "little")
+        addr = drive(umap.ops.lookup_elem(raw), self.host)
+        if not addr:
+            raise BpfError(errno.ENOENT, f"map {map_handle.name!r} has no key {key}")
+        return addr
 
     # -- consumers --------------------------------------------------------------------------
     def ring_buffer(self, map_handle, callback, task_cpu: int | None = None, **options):

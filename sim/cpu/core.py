@@ -240,6 +240,12 @@ class Core:
         locks = m.spinlocks
         access = self.access
         work_ps = m.work_ps
+        stats = m.stats
+        # The map this call works on (helpers take it first, perf_event_output second): what
+        # the per-map operation and work counts are keyed by.
+        maps = m.kernel.maps_by_addr
+        target = args[0] if args[0] in maps else args[1] if args[1] in maps else 0
+        r0 = 0
         try:
             while True:
                 host.cpu = self.id
@@ -256,9 +262,14 @@ class Core:
                     t += access(req.addr, req.size, req.write, t)
                 elif kind is Work:
                     t += work_ps.get(req.kind, 0) * req.units
+                    key = (target, req.kind)
+                    stats.work[key] = stats.work.get(key, 0) + req.units
                 elif kind is Acquire:
                     yield from self._sync(t)
+                    t0 = t
                     t = yield from locks.acquire(self.id, req.lock, t)
+                    if stats.timeline is not None and t - t0 > locks.atomic_ps:
+                        stats.timeline.append((self.id, "lock", t0, t, req.lock.name))
                 elif kind is Release:
                     # The release store is a shared access too: it happens at its true time.
                     yield from self._sync(t)
@@ -278,4 +289,11 @@ class Core:
                 t = locks.release(self.id, lock, t)
             if m.kernel.dynamic_maps:
                 m.kernel.after_helper()
-        return r0 & 0xFFFFFFFFFFFFFFFF, t
+        r0 &= 0xFFFFFFFFFFFFFFFF
+        if target:
+            ret = m.kernel.helper_ret.get(hid)
+            outcome = ("null" if r0 == 0 else "ok") if ret == "pointer" else (
+                ("ok" if r0 == 0 else "err") if ret == "errno" else "ok")
+            key = (target, hid, outcome)
+            stats.ops[key] = stats.ops.get(key, 0) + 1
+        return r0, t

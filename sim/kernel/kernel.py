@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from kbpf import linux_bpf as uapi
 from kbpf.checks import check_program
 from kbpf.errors import BpfError
-from kbpf.helper import init_helper_functions, request_helpers
+from kbpf.helper import all_helper_specs, init_helper_functions, request_helpers
 from kbpf.host import TaskInfo, drive
 from kbpf.insn import MAX_BPF_STACK, MAX_CALL_FRAMES
 from kbpf.linux_bpf import BpfCmd, BpfProgType
@@ -132,6 +132,8 @@ class Kernel:
         self.costs = _engine_costs(machine.preset)
         self.request_helpers = request_helpers(self.host)
         self.sync_helpers = init_helper_functions(self.host)
+        #: helper id -> its return convention ("errno", "pointer", "void", "value")
+        self.helper_ret = {int(spec.func_id): spec.ret.name.lower() for spec in all_helper_specs()}
         # Per-CPU program stacks and context areas, in each CPU's per-CPU memory.
         self.stack_base = self.mem.percpu.alloc(STACK_BYTES, 4096)
         self.stack_top = [a + STACK_BYTES for a in self.stack_base]
@@ -263,7 +265,7 @@ class Kernel:
             return
         if fd_ref and isinstance(obj, MapFile):
             obj.fd_refs -= 1
-            if obj.fd_refs == 0 and obj.umap.ops.implements("map_release"):
+            if obj.fd_refs == 0 and hasattr(obj.umap.ops, "map_release"):
                 # The file is released: fd maps drop what was inserted through it
                 # (perf_event_fd_array_release), unless BPF_F_PRESERVE_ELEMS.
                 drive(obj.umap.ops.map_release(obj), self.host)

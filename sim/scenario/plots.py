@@ -102,3 +102,71 @@ def plot_sweep(metric: str, grid, points, path: Path) -> Path:
     if len(series) > 1:
         ax.legend(fontsize="small")
     return _finish(fig, ax, f"{metric} against {xkey}", path)
+
+
+def plot_timeline(records, lock_waits, ncpus: int, path: Path, title: str | None = None,
+                  max_spans: int = 4000) -> Path:
+    """Per-CPU timeline: program runs (one colour per program) and lock waits (red), from the
+    run's own records.  Long runs show their first ``max_spans`` spans per kind."""
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * ncpus))
+    names = sorted({r[0] for r in records})
+    cmap = plt.get_cmap("tab10")
+    for i, name in enumerate(names):
+        spans = [(r[1], r[2], r[3]) for r in records if r[0] == name][:max_spans]
+        for cpu in range(ncpus):
+            bars = [(s / 1000.0, max(e - s, 1) / 1000.0) for c, s, e in spans if c == cpu]
+            if bars:
+                ax.broken_barh(bars, (cpu - 0.35, 0.5), facecolors=cmap(i % 10),
+                               label=name if cpu == min(c for c, _, _ in spans) else None)
+    waits = lock_waits[:max_spans]
+    for cpu in range(ncpus):
+        bars = [(s / 1e6, (e - s) / 1e6) for c, _kind, s, e, _n in waits if c == cpu]
+        if bars:
+            ax.broken_barh(bars, (cpu + 0.2, 0.2), facecolors="tab:red",
+                           label="lock wait" if cpu == min(w[0] for w in waits) else None)
+    ax.set_yticks(range(ncpus), [f"CPU {c}" for c in range(ncpus)])
+    ax.set_xlabel("simulated time (µs)")
+    ax.invert_yaxis()
+    if names or waits:
+        ax.legend(loc="upper right", fontsize="small")
+    return _finish(fig, ax, title or "Per-CPU timeline: program runs and lock waits", path)
+
+
+def plot_ring(name: str, samples: list[tuple[int, int]], path: Path, title: str | None = None) -> Path:
+    """Bytes waiting in a ring each time its consumer read it, against simulated time."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if samples:
+        t, occ = zip(*samples, strict=True)
+        ax.step(np.array(t) / 1000.0, occ, where="post", color="tab:purple")
+    ax.set_xlabel("simulated time (µs)")
+    ax.set_ylabel("bytes waiting when read")
+    return _finish(fig, ax, title or f"Consumer {name!r}: ring occupancy at each read", path)
+
+
+def plot_locks(locks: list[tuple[str, int, int, int]], path: Path, title: str | None = None) -> Path:
+    """Total wait per lock (ns), with its contended share of acquisitions."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    shown = sorted(locks, key=lambda x: -x[3])[:20]
+    ax.barh(range(len(shown)), [w for *_, w in shown], color="tab:red")
+    ax.set_yticks(range(len(shown)),
+                  [f"{n} ({c}/{a} contended)" for n, a, c, _w in shown], fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlabel("total wait (ns)")
+    return _finish(fig, ax, title or "Spinlock wait", path)
+
+
+def plot_percpu(name: str, rows: list[tuple[str, list[int]]], path: Path, title: str | None = None) -> Path:
+    """Each CPU's copy of each key of a per-CPU map: the syscall view, CPU by CPU."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if rows:
+        ncpu = len(rows[0][1])
+        width = 0.8 / ncpu
+        for cpu in range(ncpu):
+            ax.bar([i + cpu * width for i in range(len(rows))], [vals[cpu] for _, vals in rows], width,
+                   label=f"CPU {cpu}")
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))], [k for k, _ in rows])
+        if ncpu <= 16:
+            ax.legend(fontsize="small")
+    ax.set_xlabel("key")
+    ax.set_ylabel("value")
+    return _finish(fig, ax, title or f"Map {name!r}: each CPU's copy", path)

@@ -69,7 +69,8 @@ def write_results(outcome: ScenarioRun, out: Path) -> list[Path]:
 
         specs = [PlotSpec(kind="completions")]
     for i, spec in enumerate(specs):
-        default = {"map_values": f"map_{spec.map}.png", "variants": f"variants_{spec.metric}.png"}
+        default = {"map_values": f"map_{spec.map}.png", "variants": f"variants_{spec.metric}.png",
+                   "ring": f"ring_{spec.consumer}.png", "percpu": f"percpu_{spec.map}.png"}
         fname = spec.file or default.get(spec.kind, f"{spec.kind}.png")
         if not fname.endswith(".png"):
             fname += ".png"
@@ -87,4 +88,12 @@ def write_results(outcome: ScenarioRun, out: Path) -> list[Path]:
             runs = [("base", res), *outcome.variants.items()]
             values = [run.metrics.get(spec.metric, float("nan")) for _, run in runs]
             written.append(plots.plot_variants(spec.metric, [n for n, _ in runs], values, target, spec.title))
+        elif spec.kind == "timeline":
+            written.append(plots.plot_timeline(res.records, res.timeline, res.machine.ncpus, target, spec.title))
+        elif spec.kind == "ring":
+            written.append(plots.plot_ring(spec.consumer, res.consumers.get(spec.consumer, []), target, spec.title))
+        elif spec.kind == "locks":
+            written.append(plots.plot_locks(res.locks, target, spec.title))
+        elif spec.kind == "percpu":
+            written.append(plots.plot_percpu(spec.map, res.percpu_values.get(spec.map, []), target, spec.title))
     return written

@@ -42,6 +42,10 @@ class RunResult:
     faults: list[str]
     wall_s: float
     trace: list[str] = field(default_factory=list)
+    percpu_values: dict[str, list[tuple[str, list[int]]]] = field(default_factory=dict)
+    consumers: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    timeline: list = field(default_factory=list)
+    locks: list[tuple[str, int, int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -210,6 +214,33 @@ def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | N
             except (BpfError, ValueError) as e:
                 raise ScenarioError(f"{path}: program {spec.name!r}: attach {spec.attach!r}: {e}") from None
 
+    consumers = {}
+    for i, c in enumerate(scn.consumer):
+        handle = maps.get(c.map)
+        if handle is None:
+            raise ScenarioError(f"{path}: consumer[{i}].map: no map named {c.map!r} (have: {', '.join(maps) or 'none'})")
+        opts = dict(task_cpu=c.cpu, per_record_ns=c.per_record_ns, batch=c.batch or None,
+                    interval_ns=c.interval_ns if c.wakeup == "interval" else 0)
+        try:
+            if c.kind == "ringbuf":
+                consumers[c.name] = m.ring_buffer(handle, lambda data: None, **opts)
+            else:
+                consumers[c.name] = m.perf_buffer(handle, lambda cpu, data: None, None, c.page_cnt,
+                                                  wakeup_events=c.wakeup_events, **opts)
+        except BpfError as e:
+            raise ScenarioError(f"{path}: consumer[{i}] ({c.name}): {e}") from None
+    lines = {}
+    for i, ln in enumerate(scn.line):
+        handle = maps.get(ln.map)
+        if handle is None:
+            raise ScenarioError(f"{path}: line[{i}].map: no map named {ln.map!r}")
+        try:
+            lines[ln.name] = m.value_address(handle, ln.key)
+        except BpfError as e:
+            raise ScenarioError(f"{path}: line[{i}] ({ln.name}): key {ln.key} of map {ln.map!r}: {e}") from None
+    if any(p.kind == "timeline" for p in scn.plot):
+        m.stats.timeline = []
+
     rec = Records()
     sources = []
     for i, src in enumerate(scn.source):
@@ -247,6 +278,27 @@ def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | N
 
     records = rec.as_tuples()
     metrics = collect_metrics(m, scn, records, progs)
+    addr_names = {m.kernel.map_from_fd(m.kernel.facade, h.fd).umap.addr: name for name, h in maps.items()}
+    metrics.update(map_op_metrics(m, addr_names))
+    for name, c in consumers.items():
+        metrics[f"consumer.{name}.records"] = c.consumed if hasattr(c, "consumed") else c.samples
+        metrics[f"consumer.{name}.lost"] = getattr(c, "lost", 0)
+        metrics[f"consumer.{name}.discarded"] = getattr(c, "discarded", 0)
+        metrics[f"consumer.{name}.wakeups"] = c.task.wakeups if c.task is not None else 0
+        metrics[f"consumer.{name}.polls"] = c.polls
+        occ = [o for _, o in c.occupancy]
+        metrics[f"consumer.{name}.occupancy_bytes.max"] = max(occ, default=0)
+        metrics[f"consumer.{name}.occupancy_bytes.mean"] = float(np.mean(occ)) if occ else 0.0
+    cache = getattr(m, "cache", None)
+    if cache is not None:
+        cs = cache.stats()
+        for key in ("transfers", "invalidations"):
+            if key in cs:
+                metrics[f"cache.{key}"] = cs[key]
+        for name, addr in lines.items():
+            ls = cache.line_stats(addr)
+            metrics[f"line.{name}.transfers"] = ls.get("transfers", 0)
+            metrics[f"line.{name}.invalidations"] = ls.get("invalidations", 0)
     map_values = {}
     for name, h in maps.items():
         keys, vals = [], []
@@ -265,9 +317,66 @@ def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | N
         map_values[name] = (keys, vals)
         for label, v in zip(keys, vals, strict=True):
             metrics[f"map.{name}.value.{label}"] = v
+    percpu_values = {}
+    for name, h in maps.items():
+        if getattr(h, "percpu", False):
+            try:
+                rows = []
+                for key in h.keys():
+                    if len(rows) >= MAX_KEYS_REPORTED:
+                        break
+                    vals = h.lookup_percpu(key)
+                    if vals is not None:
+                        rows.append((str(int.from_bytes(key, "little")), [_u64s(v) for v in vals]))
+                percpu_values[name] = rows
+            except BpfError:
+                continue
     faults = [str(f) for f in m.faults]
-    return RunResult(scn, path, m, records, metrics, map_values, faults,
-                     time.perf_counter() - wall0, m.trace_lines())
+    result = RunResult(scn, path, m, records, metrics, map_values, faults,
+                       time.perf_counter() - wall0, m.trace_lines())
+    result.percpu_values = percpu_values
+    result.consumers = {name: list(c.occupancy) for name, c in consumers.items()}
+    result.timeline = list(m.stats.timeline or [])
+    result.locks = [(st.name, st.acquisitions, st.contended, st.wait_ps // 1000) for st in m.spinlocks.all.values()]
+    return result
+
+
+#: Work kinds each map family reports, listed (as 0) even when the run never produced one, so
+#: that checks can name them: "no drops" is a measured zero, not a missing metric.
+FAMILY_WORK = {
+    "BPF_MAP_TYPE_RINGBUF": ("ringbuf_drop",),
+    "BPF_MAP_TYPE_LRU_HASH": ("lru_evict", "lru_steal"),
+    "BPF_MAP_TYPE_LRU_PERCPU_HASH": ("lru_evict", "lru_steal"),
+    "BPF_MAP_TYPE_PERF_EVENT_ARRAY": ("perf_lost",),
+}
+_OUTCOMES = {"pointer": ("ok", "null"), "errno": ("ok", "err")}
+
+
+def map_op_metrics(m: Machine, addr_names: dict[int, str]) -> dict[str, float]:
+    """Helper calls per map by outcome, and work per map by kind, as the cores counted them."""
+    from kbpf.linux_bpf import BpfFuncId
+
+    out: dict[str, float] = {}
+    for (addr, hid, outcome), n in sorted(m.stats.ops.items()):
+        name = addr_names.get(addr)
+        if name is None:
+            continue
+        try:
+            helper = BpfFuncId(hid).name.removeprefix("BPF_FUNC_")
+        except ValueError:
+            helper = str(hid)
+        for other in _OUTCOMES.get(m.kernel.helper_ret.get(hid), ()):
+            out.setdefault(f"map.{name}.ops.{helper}.{other}", 0)
+        out[f"map.{name}.ops.{helper}.{outcome}"] = n
+    for addr, name in addr_names.items():
+        mtype = m.kernel.maps_by_addr[addr].meta.map_type.name
+        for kind in FAMILY_WORK.get(mtype, ()):
+            out[f"map.{name}.work.{kind}"] = 0
+    for (addr, kind), n in sorted(m.stats.work.items()):
+        name = addr_names.get(addr)
+        if name is not None:
+            out[f"map.{name}.work.{kind}"] = n
+    return out
 
 
 class Records:
@@ -328,9 +437,15 @@ def collect_metrics(m: Machine, scn: Scenario, records, progs) -> dict[str, floa
     for core in m.cores:
         met[f"cpu.{core.id}.busy_ns"] = core.busy_ps // 1000
         met[f"cpu.{core.id}.invocations"] = core.invocations
+    seen: dict[str, int] = {}
     for st in m.spinlocks.all.values():
-        key = f"lock.{st.name}"
+        label = st.name.replace(" ", "_")
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:  # two locks of one name (per-CPU locks): number them
+            label = f"{label}#{seen[label] - 1}"
+        key = f"lock.{label}"
         met[f"{key}.acquisitions"] = st.acquisitions
         met[f"{key}.contended"] = st.contended
         met[f"{key}.wait_ns"] = st.wait_ps // 1000
+        met[f"{key}.handoffs"] = getattr(st, "handoffs", 0)
     return met

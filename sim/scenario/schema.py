@@ -165,13 +165,45 @@ class SourceSpec(_Strict):
         return self
 
 
+class ConsumerSpec(_Strict):
+    """``[[consumer]]``: a user task reading a ring buffer or perf buffer."""
+
+    name: Name
+    kind: Literal["ringbuf", "perfbuf"]
+    map: str
+    cpu: Annotated[int, Field(ge=0)] = 0
+    wakeup: Literal["poll", "interval"] = "poll"
+    interval_ns: Annotated[int, Field(ge=0)] = 0
+    batch: Annotated[int, Field(ge=0)] = 0
+    per_record_ns: Annotated[int, Field(ge=0)] = 100
+    page_cnt: Annotated[int, Field(ge=1)] = 8
+    wakeup_events: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _interval(self) -> ConsumerSpec:
+        if self.wakeup == "interval" and self.interval_ns <= 0:
+            raise ValueError("wakeup 'interval' needs interval_ns > 0")
+        if self.page_cnt & (self.page_cnt - 1):
+            raise ValueError(f"page_cnt must be a power of two, got {self.page_cnt}")
+        return self
+
+
+class LineSpec(_Strict):
+    """``[[line]]``: name the cache line holding a map value, to count its transfers."""
+
+    name: Name
+    map: str
+    key: Annotated[int, Field(ge=0)] = 0
+
+
 class PlotSpec(_Strict):
     """``[[plot]]``: a figure written as PNG into the results folder."""
 
-    kind: Literal["completions", "latency", "map_values", "variants"]
+    kind: Literal["completions", "latency", "map_values", "variants", "timeline", "ring", "locks", "percpu"]
     file: str | None = None
     map: str | None = None
     metric: str | None = None
+    consumer: str | None = None
     title: str | None = None
 
     @model_validator(mode="after")
@@ -180,6 +212,10 @@ class PlotSpec(_Strict):
             raise ValueError("plot kind 'map_values' needs 'map' (a map name)")
         if self.kind == "variants" and not self.metric:
             raise ValueError("plot kind 'variants' needs 'metric' (a metric name)")
+        if self.kind == "ring" and not self.consumer:
+            raise ValueError("plot kind 'ring' needs 'consumer' (a consumer name)")
+        if self.kind == "percpu" and not self.map:
+            raise ValueError("plot kind 'percpu' needs 'map' (a per-CPU map name)")
         return self
 
 
@@ -227,6 +263,8 @@ class Scenario(_Strict):
     source: list[SourceSpec] = Field(default_factory=list)
     plot: list[PlotSpec] = Field(default_factory=list)
     check: list[CheckSpec] = Field(default_factory=list)
+    consumer: list[ConsumerSpec] = Field(default_factory=list)
+    line: list[LineSpec] = Field(default_factory=list)
     variant: list[VariantSpec] = Field(default_factory=list)
     run: RunSpec = Field(default_factory=RunSpec)
 
@@ -249,9 +287,13 @@ class Scenario(_Strict):
                 bad = [c for c in src.cpus if c >= self.machine.cpus]
                 if bad:
                     raise ValueError(f"source[{i}].cpus: CPU {bad[0]} does not exist on a {self.machine.cpus}-CPU machine")
+        consumers = [c.name for c in self.consumer]
         for i, plot in enumerate(self.plot):
-            if plot.map is not None and plot.map not in maps:
-                raise ValueError(f"plot[{i}].map: no map named {plot.map!r}")
+            if plot.consumer is not None and plot.consumer not in consumers:
+                raise ValueError(f"plot[{i}].consumer: no consumer named {plot.consumer!r}")
+        for i, c in enumerate(self.consumer):
+            if c.cpu >= self.machine.cpus:
+                raise ValueError(f"consumer[{i}].cpu: CPU {c.cpu} does not exist on a {self.machine.cpus}-CPU machine")
         return self
 
 

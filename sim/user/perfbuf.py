@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from kbpf import linux_bpf as uapi
 from kbpf.errors import BpfError
 from kbpf.linux_bpf import BpfCmd, BpfMapType
-from sim.cpu.task import Run, Wait
+from sim.cpu.task import Run, Sleep, Wait
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.machine import Machine
@@ -45,7 +45,8 @@ class PerfBufferConsumer:
 
     def __init__(self, machine: Machine, map_handle: MapHandle, on_sample: Callable[[int, bytes], None],
                  on_lost: Callable[[int, int], None] | None = None, page_cnt: int = 8,
-                 task_cpu: int | None = None, per_record_ns: int = 100, poll_ns: int = 200):
+                 task_cpu: int | None = None, per_record_ns: int = 100, poll_ns: int = 200,
+                 batch: int | None = None, interval_ns: int = 0, wakeup_events: int = 1):
         if map_handle.map_type != BpfMapType.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
             raise BpfError(errno.EINVAL, f"map {map_handle.name!r} is {map_handle.map_type.name}, "
                            "not a PERF_EVENT_ARRAY")
@@ -67,7 +68,7 @@ class PerfBufferConsumer:
             calls.begin()
             attr = uapi.PerfEventAttr(type=uapi.PERF_TYPE_SOFTWARE, size=uapi.PERF_ATTR_SIZE_VER8,
                                       config=uapi.PERF_COUNT_SW_BPF_OUTPUT, sample_period=1,
-                                      sample_type=uapi.PERF_SAMPLE_RAW, wakeup_events=1)
+                                      sample_type=uapi.PERF_SAMPLE_RAW, wakeup_events=wakeup_events)
             fd = kernel.sys_perf_event_open(self.process, calls.put(attr.pack()), -1, cpu, -1, 0)
             base = kernel.sys_mmap(self.process, fd, (1 + page_cnt) * PAGE, 3, 0)
             kernel.sys_ioctl(self.process, fd, uapi.PERF_EVENT_IOC_ENABLE, 0)
@@ -82,6 +83,9 @@ class PerfBufferConsumer:
         self.polls = 0
         self.per_record_ps = per_record_ns * 1000
         self.poll_ps = poll_ns * 1000
+        self.batch = batch
+        self.interval_ns = interval_ns
+        self.occupancy: list[tuple[int, int]] = []  # (time ns, bytes waiting over all CPUs)
         self.task = None
         if task_cpu is not None:
             self.task = machine.spawn(self._task_body, cpu=task_cpu, comm="pb-consumer", process=self.process)
@@ -124,6 +128,10 @@ class PerfBufferConsumer:
         """Read every CPU's ring; returns the samples handed to ``on_sample``."""
         return sum(self._consume_ring(ring, limit) for ring in self.rings)
 
+    def pending_bytes(self) -> int:
+        return sum(self._u64(r.meta + uapi.PERF_MMAP_PAGE_DATA_HEAD) - self._u64(r.meta + uapi.PERF_MMAP_PAGE_DATA_TAIL)
+                   for r in self.rings)
+
     def available(self) -> bool:
         return any(self._u64(r.meta + uapi.PERF_MMAP_PAGE_DATA_TAIL) < self._u64(r.meta + uapi.PERF_MMAP_PAGE_DATA_HEAD)
                    for r in self.rings)
@@ -135,9 +143,13 @@ class PerfBufferConsumer:
         merged = WaitQueue("perf_buffer epoll")
         for ring in self.rings:
             ring.waitq.forward_to = merged
+        env = self.m.env
         while True:
-            if not self.available():
+            if self.interval_ns:
+                yield Sleep(self.interval_ns)
+            elif not self.available():
                 yield Wait(merged)
             self.polls += 1
-            n = self.consume()
+            self.occupancy.append((env.now // 1000, self.pending_bytes()))
+            n = self.consume(self.batch)
             yield Run(max(1, (n * self.per_record_ps + self.poll_ps) // 1000))

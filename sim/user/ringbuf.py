@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from kbpf.errors import BpfError
 from kbpf.linux_bpf import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ, BpfMapType
-from sim.cpu.task import Run, Wait
+from sim.cpu.task import Run, Sleep, Wait
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.machine import Machine
@@ -36,7 +36,7 @@ class RingBufferConsumer:
 
     def __init__(self, machine: Machine, map_handle: MapHandle, callback: Callable[[bytes], int | None],
                  task_cpu: int | None = None, per_record_ns: int = 100, poll_ns: int = 200,
-                 batch: int | None = None):
+                 batch: int | None = None, interval_ns: int = 0):
         if map_handle.map_type != BpfMapType.BPF_MAP_TYPE_RINGBUF:
             raise BpfError(errno.EINVAL, f"map {map_handle.name!r} is {map_handle.map_type.name}, not a ring buffer")
         self.m = machine
@@ -62,6 +62,8 @@ class RingBufferConsumer:
         self.per_record_ps = per_record_ns * 1000
         self.poll_ps = poll_ns * 1000
         self.batch = batch
+        self.interval_ns = interval_ns
+        self.occupancy: list[tuple[int, int]] = []  # (time ns, bytes waiting) at each read
         self.task = None
         self.waitq = kernel.map_from_fd(self.process, self.fd).waitq
         if task_cpu is not None:
@@ -116,11 +118,18 @@ class RingBufferConsumer:
         return self._u64(self.cons_addr) < self._u64(self.prod_addr)
 
     # -- the simulated consumer task ------------------------------------------------------------
+    def pending_bytes(self) -> int:
+        return self._u64(self.prod_addr) - self._u64(self.cons_addr)
+
     def _task_body(self, task):
+        env = self.m.env
         while True:
-            if not self.available():
+            if self.interval_ns:
+                yield Sleep(self.interval_ns)  # read on a timer, never woken by the kernel
+            elif not self.available():
                 yield Wait(self.waitq)
             self.polls += 1
+            self.occupancy.append((env.now // 1000, self.pending_bytes()))
             n = self.consume(self.batch)
             cost = n * self.per_record_ps + self.poll_ps
             yield Run(max(1, cost // 1000))
