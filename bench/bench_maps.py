@@ -50,6 +50,7 @@ def bench_type(name: str, attrs: dict, n: int) -> tuple[float, float, int]:
     ops = umap.ops
 
     if name in ("queue", "stack"):
+
         def kbpf_run():
             for _ in range(n):
                 drive(ops.push_elem(value, BPF_ANY), host)
@@ -62,8 +63,10 @@ def bench_type(name: str, attrs: dict, n: int) -> tuple[float, float, int]:
                 d[i] = value
             for i in range(n):
                 d.pop(i)
+
         nops = 2 * n
     else:
+
         def kbpf_run():
             for k in keys:
                 drive(ops.update_elem(k, value, BPF_ANY), host)
@@ -76,6 +79,7 @@ def bench_type(name: str, attrs: dict, n: int) -> tuple[float, float, int]:
                 d[k] = value
             for k in keys:
                 d.get(k)
+
         nops = 2 * n
     t_kbpf = best(kbpf_run)
     t_dict = best(dict_run)

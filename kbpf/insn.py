@@ -120,8 +120,12 @@ class EbpfInst:
     imm: int = 0
 
     def encode(self) -> bytes:
-        return _INSN.pack(self.opc & 0xFF, (self.dst & 0xF) | ((self.src & 0xF) << 4),
-                          _s16(self.off), _s32(self.imm))
+        return _INSN.pack(
+            self.opc & 0xFF,
+            (self.dst & 0xF) | ((self.src & 0xF) << 4),
+            _s16(self.off),
+            _s32(self.imm),
+        )
 
     @classmethod
     def decode(cls, data: bytes | memoryview, index: int = 0) -> EbpfInst:

@@ -43,13 +43,25 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict:
 
 @main.command()
 @click.argument("scenario", type=click.Path(path_type=Path))
-@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
-              help="Results folder (default: results/<scenario stem>); overwritten.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a dotted scenario key with a TOML value (repeatable).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Results folder (default: results/<scenario stem>); overwritten.",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a dotted scenario key with a TOML value (repeatable).",
+)
 @click.option("--seed", type=int, default=None, help="Override machine.seed.")
 @click.option("--quiet", is_flag=True, help="No progress bar or table; errors only.")
-def run(scenario: Path, out: Path | None, sets: tuple[str, ...], seed: int | None, quiet: bool) -> None:
+def run(
+    scenario: Path, out: Path | None, sets: tuple[str, ...], seed: int | None, quiet: bool
+) -> None:
     """Run SCENARIO.toml and write summary, metrics and plots."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -67,9 +79,15 @@ def run(scenario: Path, out: Path | None, sets: tuple[str, ...], seed: int | Non
         if quiet:
             outcome = run_scenario(scenario, overrides)
         else:
-            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("invocations"), TimeElapsedColumn(), console=console,
-                          transient=True) as bar:
+            with Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("invocations"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as bar:
                 tasks: dict[str, int] = {}
 
                 def progress(run: str, done: int, total: int) -> None:
@@ -86,7 +104,9 @@ def run(scenario: Path, out: Path | None, sets: tuple[str, ...], seed: int | Non
     if not quiet:
         _print_summary(console, outcome, out, plots)
     if outcome.faults and not outcome.base.scenario.run.expect_faults:
-        raise UsageFailure(f"{scenario}: {len(outcome.faults)} program fault(s); the first: {outcome.faults[0]}")
+        raise UsageFailure(
+            f"{scenario}: {len(outcome.faults)} program fault(s); the first: {outcome.faults[0]}"
+        )
     if not outcome.checks_passed:
         sys.exit(1)
 
@@ -109,29 +129,61 @@ def _print_summary(console, outcome, out: Path, plots) -> None:
         more = f" … ({len(keys)} keys)" if len(keys) > 8 else ""
         console.print(f"map [bold]{name}[/bold]: {pairs or '(empty)'}{more}")
     for name, var in outcome.variants.items():
-        console.print(f"variant [bold]{name}[/bold]: throughput {var.metrics['throughput']:,.0f}/s, "
-                      f"elapsed {var.metrics['sim.elapsed_ns']:,} ns")
+        console.print(
+            f"variant [bold]{name}[/bold]: throughput {var.metrics['throughput']:,.0f}/s, "
+            f"elapsed {var.metrics['sim.elapsed_ns']:,} ns"
+        )
     for c in outcome.checks:
         mark = "[green]PASS[/green]" if c.passed else "[red]FAIL[/red]"
         vals = ", ".join(f"{k}={v:g}" for k, v in c.values.items())
         console.print(f"{mark} {c.check}   ({vals})")
-    console.print(f"results in {out}/ (plots: {', '.join(p.name for p in plots)}); "
-                  f"simulated {res.metrics['sim.elapsed_ns']:,} ns in {outcome.wall_s:.2f} s wall")
+    console.print(
+        f"results in {out}/ (plots: {', '.join(p.name for p in plots)}); "
+        f"simulated {res.metrics['sim.elapsed_ns']:,} ns in {outcome.wall_s:.2f} s wall"
+    )
 
 
 @main.command()
 @click.argument("scenario", type=click.Path(path_type=Path))
-@click.option("--grid", "grids", multiple=True, required=True, metavar="KEY=V1,V2,...",
-              help="A dotted scenario key and its values (TOML literals); repeat for more axes.")
-@click.option("--jobs", type=click.IntRange(min=1), default=None,
-              help="Worker processes (default: the number of CPUs).")
-@click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
-              help="Run the points on a Dask cluster (scheduler address) instead of local processes.")
-@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
-              help="Results folder (default: results/<scenario stem>-sweep); overwritten.")
-@click.option("--metric", "metrics", multiple=True, help="Metric to plot against the grid (repeatable).")
-def sweep(scenario: Path, grids: tuple[str, ...], jobs: int | None, dask_address: str | None,
-          out: Path | None, metrics: tuple[str, ...]) -> None:
+@click.option(
+    "--grid",
+    "grids",
+    multiple=True,
+    required=True,
+    metavar="KEY=V1,V2,...",
+    help="A dotted scenario key and its values (TOML literals); repeat for more axes.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (default: the number of CPUs).",
+)
+@click.option(
+    "--dask",
+    "dask_address",
+    default=None,
+    metavar="ADDRESS",
+    help="Run the points on a Dask cluster (scheduler address) instead of local processes.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Results folder (default: results/<scenario stem>-sweep); overwritten.",
+)
+@click.option(
+    "--metric", "metrics", multiple=True, help="Metric to plot against the grid (repeatable)."
+)
+def sweep(
+    scenario: Path,
+    grids: tuple[str, ...],
+    jobs: int | None,
+    dask_address: str | None,
+    out: Path | None,
+    metrics: tuple[str, ...],
+) -> None:
     """Run SCENARIO.toml once per grid point and plot metrics against the grid."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -146,16 +198,28 @@ def sweep(scenario: Path, grids: tuple[str, ...], jobs: int | None, dask_address
         for point in grid_points(grid):  # every point must validate before anything runs
             load_scenario(scenario, point)
         executor = make_executor(jobs, dask_address)
-        with executor, Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("points"), TimeElapsedColumn(), console=console, transient=True) as bar:
+        with (
+            executor,
+            Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("points"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as bar,
+        ):
             task = bar.add_task(scenario.stem, total=len(grid_points(grid)))
             result = run_sweep(scenario, grid, executor, lambda d, t: bar.update(task, completed=d))
         plots = write_sweep(result, out, list(metrics) or None)
     except ScenarioError as e:
         raise UsageFailure(str(e)) from None
-    console.print(f"{len(result.points)} points: {len(result.points) - len(result.errors) - len(result.failed)} passed, "
-                  f"{len(result.failed)} failed checks, {len(result.errors)} errors; results in {out}/ "
-                  f"(points.csv, sweep.json, {len(plots)} plots)")
+    console.print(
+        f"{len(result.points)} points: {len(result.points) - len(result.errors) - len(result.failed)} passed, "
+        f"{len(result.failed)} failed checks, {len(result.errors)} errors; results in {out}/ "
+        f"(points.csv, sweep.json, {len(plots)} plots)"
+    )
     for p in result.errors:
         console.print(f"[red]error[/red] at {p['overrides']}: {p['error']}")
     if result.errors:

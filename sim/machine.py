@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import simpy
 
-from kbpf.errors import BpfError
 from kbpf import linux_bpf as uapi
+from kbpf.errors import BpfError
 from kbpf.linux_bpf import BpfCmd, BpfMapType, BpfProgType
 from sim.cpu.core import Core, Invocation
 from sim.cpu.preset import Preset, check_cpus
@@ -49,9 +49,18 @@ class Stats:
 class Machine:
     """A simulated machine with ``cpus`` CPUs.  See API.md §3 for the contract."""
 
-    def __init__(self, cpus: int = 1, seed: int = 0, *, memory_mib: int = 256,
-                 freq_ghz: float | None = None, cost_model: str | Mapping[str, Any] = "default",
-                 locking: str = "linux", lru: str = "linux", insn_budget: int = 1_000_000):
+    def __init__(
+        self,
+        cpus: int = 1,
+        seed: int = 0,
+        *,
+        memory_mib: int = 256,
+        freq_ghz: float | None = None,
+        cost_model: str | Mapping[str, Any] = "default",
+        locking: str = "linux",
+        lru: str = "linux",
+        insn_budget: int = 1_000_000,
+    ):
         self.preset = Preset.resolve(cost_model, freq_ghz)
         check_cpus(self.preset, cpus)
         if locking not in ("linux", "kbpf"):
@@ -79,8 +88,14 @@ class Machine:
         self.access = self.cache.access  # shadows the method below: one call less per access
         self.kernel = Kernel(self)
         # Spinlocks move their lock word's line (and, queued, per-CPU MCS nodes) through the caches.
-        self.spinlocks = SpinLocks(self.env, self.cache.access, p.get("lock", "kind"),
-                                   p.get_ps("mem", "atomic_rmw_ns"), self.mem.alloc_percpu(64, 64), seed)
+        self.spinlocks = SpinLocks(
+            self.env,
+            self.cache.access,
+            p.get("lock", "kind"),
+            p.get_ps("mem", "atomic_rmw_ns"),
+            self.mem.alloc_percpu(64, 64),
+            seed,
+        )
         self.host = self.kernel.host
         self.scheduler = Scheduler(self)
         self.task_errors: list = []
@@ -107,14 +122,22 @@ class Machine:
         return self.cache.access(cpu, addr, size, write, t)
 
     # -- maps -------------------------------------------------------------------------------
-    def create_map(self, map_type: BpfMapType | str | int, key_size: int = 0, value_size: int = 0,
-                   max_entries: int = 0, map_flags: int = 0, name: str = "") -> MapHandle:
+    def create_map(
+        self,
+        map_type: BpfMapType | str | int,
+        key_size: int = 0,
+        value_size: int = 0,
+        max_entries: int = 0,
+        map_flags: int = 0,
+        name: str = "",
+    ) -> MapHandle:
         mtype = map_type_from(map_type)
         return MapHandle.create(self, mtype, key_size, value_size, max_entries, map_flags, name)
 
     # -- programs ---------------------------------------------------------------------------
-    def load_program(self, insns: bytes, prog_type: BpfProgType | str | int = "tracepoint",
-                     name: str = "") -> ProgramHandle:
+    def load_program(
+        self, insns: bytes, prog_type: BpfProgType | str | int = "tracepoint", name: str = ""
+    ) -> ProgramHandle:
         return ProgramHandle.load(self, insns, prog_type, name)
 
     def open_object(self, path):
@@ -138,19 +161,30 @@ class Machine:
         _check_tracepoint(tracepoint)
         calls = self.kernel.facade_calls
         calls.begin()
-        attr = uapi.BpfRawTracepointOpenAttr(name=calls.put(tracepoint.encode() + b"\0"), prog_fd=prog.fd)
+        attr = uapi.BpfRawTracepointOpenAttr(
+            name=calls.put(tracepoint.encode() + b"\0"), prog_fd=prog.fd
+        )
         return calls.bpf(BpfCmd.BPF_RAW_TRACEPOINT_OPEN, attr.pack())
 
-    def fire(self, tracepoint: str, cpu: int = 0, ctx: bytes = b"", at_ns: int | None = None) -> list[Invocation]:
+    def fire(
+        self, tracepoint: str, cpu: int = 0, ctx: bytes = b"", at_ns: int | None = None
+    ) -> list[Invocation]:
         """Fire a tracepoint: schedule every program attached there on ``cpu``, like submit."""
         _check_tracepoint(tracepoint)
-        return [self._submit_kprog(kprog, cpu, ctx, at_ns) for kprog in self.kernel.tracepoint_programs(tracepoint)]
+        return [
+            self._submit_kprog(kprog, cpu, ctx, at_ns)
+            for kprog in self.kernel.tracepoint_programs(tracepoint)
+        ]
 
-    def submit(self, prog: ProgramHandle, cpu: int = 0, ctx: bytes = b"", at_ns: int | None = None) -> Invocation:
+    def submit(
+        self, prog: ProgramHandle, cpu: int = 0, ctx: bytes = b"", at_ns: int | None = None
+    ) -> Invocation:
         """Schedule one invocation of ``prog`` on ``cpu``; it runs after that CPU's earlier ones."""
         if not isinstance(prog, ProgramHandle) or prog.machine is not self:
             raise ValueError("submit needs a program loaded on this machine")
-        return self._submit_kprog(self.kernel.prog_from_fd(self.kernel.facade, prog.fd), cpu, ctx, at_ns)
+        return self._submit_kprog(
+            self.kernel.prog_from_fd(self.kernel.facade, prog.fd), cpu, ctx, at_ns
+        )
 
     def _submit_kprog(self, kprog, cpu: int, ctx: bytes, at_ns: int | None) -> Invocation:
         if not isinstance(cpu, int) or not 0 <= cpu < self.ncpus:
@@ -161,7 +195,10 @@ class Machine:
         if at_ps < self.env.now:
             raise ValueError(f"at_ns={at_ns} is in the past (now_ns={self.now_ns})")
         if len(ctx) > self.kernel.ctx_max:
-            raise BpfError(errno.E2BIG, f"ctx of {len(ctx)} bytes exceeds the {self.kernel.ctx_max}-byte context area")
+            raise BpfError(
+                errno.E2BIG,
+                f"ctx of {len(ctx)} bytes exceeds the {self.kernel.ctx_max}-byte context area",
+            )
         inv = Invocation(kprog, cpu, bytes(ctx), at_ps, self._seq)
         self._seq += 1
         inv.done = self.env.event()
@@ -181,7 +218,12 @@ class Machine:
         self._check_idle()
 
     def _check_idle(self) -> None:
-        if self._pending == 0 and self._active_tasks == 0 and self._idle is not None and not self._idle.triggered:
+        if (
+            self._pending == 0
+            and self._active_tasks == 0
+            and self._idle is not None
+            and not self._idle.triggered
+        ):
             self._idle.succeed()
 
     # -- tasks ------------------------------------------------------------------------------
@@ -267,12 +309,21 @@ class Machine:
 
         return RingBufferConsumer(self, map_handle, callback, task_cpu=task_cpu, **options)
 
-    def perf_buffer(self, map_handle, on_sample, on_lost=None, page_cnt: int = 8,
-                    task_cpu: int | None = None, **options):
+    def perf_buffer(
+        self,
+        map_handle,
+        on_sample,
+        on_lost=None,
+        page_cnt: int = 8,
+        task_cpu: int | None = None,
+        **options,
+    ):
         """A libbpf-like perf-buffer consumer on a PERF_EVENT_ARRAY (see :mod:`sim.user.perfbuf`)."""
         from sim.user.perfbuf import PerfBufferConsumer
 
-        return PerfBufferConsumer(self, map_handle, on_sample, on_lost, page_cnt, task_cpu=task_cpu, **options)
+        return PerfBufferConsumer(
+            self, map_handle, on_sample, on_lost, page_cnt, task_cpu=task_cpu, **options
+        )
 
     # -- output -----------------------------------------------------------------------------
     def trace_lines(self) -> list[str]:

@@ -52,7 +52,9 @@ def map_ops_class(map_type: BpfMapType | int) -> type[BpfMapOps]:
         return cls
     if kind == BpfMapType.BPF_MAP_TYPE_UNSPEC:
         raise BpfError(errno.EINVAL, "map type 0 (BPF_MAP_TYPE_UNSPEC) has no implementation")
-    raise BpfError(errno.EOPNOTSUPP, f"{kind.name} is a Linux map type that kbpf does not implement")
+    raise BpfError(
+        errno.EOPNOTSUPP, f"{kind.name} is a Linux map type that kbpf does not implement"
+    )
 
 
 def bpf_map_create(

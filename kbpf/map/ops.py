@@ -356,7 +356,9 @@ class UnifiedMap:
         if self.frozen:
             raise BpfError(errno.EBUSY, "map is already frozen")
         if not self.sys_can_write():
-            raise BpfError(errno.EPERM, "map is created BPF_F_RDONLY: no write permission to freeze it")
+            raise BpfError(
+                errno.EPERM, "map is created BPF_F_RDONLY: no write permission to freeze it"
+            )
         if self.write_active:
             raise BpfError(errno.EBUSY, "map has writes in flight or a writable mmap")
         if self.frozen:  # unreachable through the permission check, kept as syscall.c has it

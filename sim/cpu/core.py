@@ -179,9 +179,17 @@ class Core:
         ctx_addr = m.kernel.stage_context(self.id, inv.ctx, writable=prog.ctx_writable)
         regions = m.kernel.cpu_regions[self.id]
         gen = prog.compiled.run_timed(
-            regions, ctx_addr, 0, 0, 0, 0,
-            stack_top=m.kernel.stack_top[self.id], budget=m.insn_budget,
-            t=t0, horizon=self.horizon(), access=self.access,
+            regions,
+            ctx_addr,
+            0,
+            0,
+            0,
+            0,
+            stack_top=m.kernel.stack_top[self.id],
+            budget=m.insn_budget,
+            t=t0,
+            horizon=self.horizon(),
+            access=self.access,
         )
         t = t0
         try:
@@ -277,8 +285,13 @@ class Core:
                 elif kind is Callback:
                     prog = self.running.prog
                     sub = prog.compiled.call_timed(
-                        req.func, req.args, stack_top=m.kernel.stack_top[self.id],
-                        budget=m.insn_budget, t=t, horizon=self.horizon(), access=access,
+                        req.func,
+                        req.args,
+                        stack_top=m.kernel.stack_top[self.id],
+                        budget=m.insn_budget,
+                        t=t,
+                        horizon=self.horizon(),
+                        access=access,
                         regions=m.kernel.cpu_regions[self.id],
                     )
                     answer, t = yield from self._drive_program(sub, t)
@@ -292,8 +305,11 @@ class Core:
         r0 &= 0xFFFFFFFFFFFFFFFF
         if target:
             ret = m.kernel.helper_ret.get(hid)
-            outcome = ("null" if r0 == 0 else "ok") if ret == "pointer" else (
-                ("ok" if r0 == 0 else "err") if ret == "errno" else "ok")
+            outcome = (
+                ("null" if r0 == 0 else "ok")
+                if ret == "pointer"
+                else (("ok" if r0 == 0 else "err") if ret == "errno" else "ok")
+            )
             key = (target, hid, outcome)
             stats.ops[key] = stats.ops.get(key, 0) + 1
         return r0, t

@@ -51,7 +51,6 @@ holder holding), ``max_waiters``.
 from __future__ import annotations
 
 import errno
-
 from collections import deque
 from dataclasses import dataclass, field
 

@@ -158,7 +158,9 @@ class Scheduler:
             kind = type(req)
             if kind is Run:
                 if not isinstance(req.ns, int) or req.ns < 0:
-                    raise ValueError(f"task {task.comm}: Run needs a non-negative int of ns, got {req.ns!r}")
+                    raise ValueError(
+                        f"task {task.comm}: Run needs a non-negative int of ns, got {req.ns!r}"
+                    )
                 task.remaining_ps = req.ns * 1000
                 if task.remaining_ps:
                     return
@@ -183,7 +185,9 @@ class Scheduler:
                 self.migrate(task, req.cpu)
                 return
             else:
-                raise TypeError(f"task {task.comm} yielded {req!r}; expected Run, Sleep, Wait or Migrate")
+                raise TypeError(
+                    f"task {task.comm} yielded {req!r}; expected Run, Sleep, Wait or Migrate"
+                )
 
     def _leave(self, task: Task, core, state: str) -> None:
         if core.current is task:

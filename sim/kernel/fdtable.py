@@ -31,7 +31,11 @@ class StdStream:
 class FdTable:
     def __init__(self, limit: int = NR_OPEN_DEFAULT):
         self.limit = limit
-        self._files: dict[int, Any] = {0: StdStream("stdin"), 1: StdStream("stdout"), 2: StdStream("stderr")}
+        self._files: dict[int, Any] = {
+            0: StdStream("stdin"),
+            1: StdStream("stdout"),
+            2: StdStream("stderr"),
+        }
 
     def install(self, obj: Any) -> int:
         """Install ``obj`` at the lowest free descriptor; EMFILE when the table is full."""

@@ -21,8 +21,8 @@ from kbpf.insn import MAX_BPF_STACK, MAX_CALL_FRAMES
 from kbpf.linux_bpf import BpfCmd, BpfProgType
 from kbpf.map import BpfMapMeta, bpf_map_create
 from kbpf.map import syscall as map_syscall
-from kbpf.preprocessor import EbpfPreProcessor
 from kbpf.perf import BpfPerfEvent, PerfProbeArgs
+from kbpf.preprocessor import EbpfPreProcessor
 from kbpf.prog import BpfProgMeta
 from sim.cpu.engine import Costs, compile_program
 from sim.cpu.regions import Region, RegionSet
@@ -41,10 +41,14 @@ CTX_MAX = 4096
 STACK_BYTES = MAX_BPF_STACK * MAX_CALL_FRAMES
 
 #: Program types whose context a program may write (the others get a read-only context).
-WRITABLE_CTX_TYPES = frozenset({
-    BpfProgType.BPF_PROG_TYPE_XDP, BpfProgType.BPF_PROG_TYPE_SCHED_CLS,
-    BpfProgType.BPF_PROG_TYPE_SCHED_ACT, BpfProgType.BPF_PROG_TYPE_RAW_TRACEPOINT_WRITABLE,
-})
+WRITABLE_CTX_TYPES = frozenset(
+    {
+        BpfProgType.BPF_PROG_TYPE_XDP,
+        BpfProgType.BPF_PROG_TYPE_SCHED_CLS,
+        BpfProgType.BPF_PROG_TYPE_SCHED_ACT,
+        BpfProgType.BPF_PROG_TYPE_RAW_TRACEPOINT_WRITABLE,
+    }
+)
 
 #: Helper ids whose first argument is a map (under locking="kbpf" the host locks that map).
 #: For helpers whose map is the second argument (perf_event_output, tail_call), see kbpf_lock_for.
@@ -139,8 +143,10 @@ class Kernel:
         self.stack_top = [a + STACK_BYTES for a in self.stack_base]
         self.ctx_base = self.mem.percpu.alloc(CTX_MAX, 64)
         self.ctx_max = CTX_MAX
-        self.cpu_regions = [RegionSet([self._region(a, STACK_BYTES, True, f"stack/{c}", shared=False)])
-                            for c, a in enumerate(self.stack_base)]
+        self.cpu_regions = [
+            RegionSet([self._region(a, STACK_BYTES, True, f"stack/{c}", shared=False)])
+            for c, a in enumerate(self.stack_base)
+        ]
         self._ctx_region: list[Region | None] = [None] * self.ncpus
         self._uattr = 0
         self.tracepoints: dict[str, list[ProgFile]] = {}  # created on first use, attach order
@@ -173,13 +179,24 @@ class Kernel:
         return int(self.m.env.now)
 
     # -- memory regions programs may touch --------------------------------------------------
-    def _region(self, start: int, size: int, writable: bool, name: str, shared: bool = True) -> Region:
+    def _region(
+        self, start: int, size: int, writable: bool, name: str, shared: bool = True
+    ) -> Region:
         fast = self.mem.kernel.contiguous(start, size)
         if fast is not None:
             buf, off = fast
-            return Region(start, start + size, writable=writable, buf=buf, base=off, name=name, shared=shared)
-        return Region(start, start + size, writable=writable, name=name, shared=shared,
-                      reader=self.mem.read, writer=self.mem.write)
+            return Region(
+                start, start + size, writable=writable, buf=buf, base=off, name=name, shared=shared
+            )
+        return Region(
+            start,
+            start + size,
+            writable=writable,
+            name=name,
+            shared=shared,
+            reader=self.mem.read,
+            writer=self.mem.write,
+        )
 
     def _add_map_regions(self, mf: MapFile) -> None:
         ops = mf.umap.ops
@@ -192,7 +209,11 @@ class Kernel:
 
     @staticmethod
     def _regions_version(ops) -> int:
-        return ops.reservation_version if hasattr(ops, "reservations") else getattr(ops, "regions_version", 0)
+        return (
+            ops.reservation_version
+            if hasattr(ops, "reservations")
+            else getattr(ops, "regions_version", 0)
+        )
 
     def _sync_regions(self, mf: MapFile) -> None:
         ops = mf.umap.ops
@@ -203,8 +224,11 @@ class Kernel:
             ranges = [(start, end, True) for start, end in ops.reservations()]
         else:
             ranges = ops.program_regions()
-        mf.regions = [self._region(start, end - start, writable, f"map:{mf.name}@{start:#x}")
-                      for start, end, writable in ranges if end > start]
+        mf.regions = [
+            self._region(start, end - start, writable, f"map:{mf.name}@{start:#x}")
+            for start, end, writable in ranges
+            if end > start
+        ]
         for rs in self.cpu_regions:
             for region in mf.regions:
                 rs.add(region)
@@ -300,14 +324,22 @@ class Kernel:
             raise BpfError(errno.EBADF, f"fd {fd} is not a perf event")
         return obj
 
-    def sys_perf_event_open(self, proc: Process, uattr: int, pid: int = -1, cpu: int = -1,
-                            group_fd: int = -1, flags: int = 0) -> int:
+    def sys_perf_event_open(
+        self,
+        proc: Process,
+        uattr: int,
+        pid: int = -1,
+        cpu: int = -1,
+        group_fd: int = -1,
+        flags: int = 0,
+    ) -> int:
         """``perf_event_open(&attr, pid, cpu, group_fd, flags)`` with ``attr`` in user memory."""
         saved = self.host.process
         self.host.process = proc
         try:
-            args = PerfProbeArgs.try_from_perf_attr(self.host, uattr, pid, cpu, group_fd, flags,
-                                                    ncpus=self.ncpus)
+            args = PerfProbeArgs.try_from_perf_attr(
+                self.host, uattr, pid, cpu, group_fd, flags, ncpus=self.ncpus
+            )
             waitq = WaitQueue(f"perf event {self._next_id}")
             event = BpfPerfEvent(self.host, args, self._new_id(), MapPollWaker(self, waitq))
         finally:
@@ -349,8 +381,14 @@ class Kernel:
         return None if umap is None else umap.lock
 
     def call_functional(self, prog: ProgFile, cpu: int, func: int, args: tuple[int, ...]) -> int:
-        return prog.compiled.call(func, args, regions=self.cpu_regions[cpu], stack_top=self.stack_top[cpu],
-                                  helpers=self.sync_helpers, budget=self.m.insn_budget)
+        return prog.compiled.call(
+            func,
+            args,
+            regions=self.cpu_regions[cpu],
+            stack_top=self.stack_top[cpu],
+            helpers=self.sync_helpers,
+            budget=self.m.insn_budget,
+        )
 
     # -- bpf(2) ------------------------------------------------------------------------------
     def sys_bpf(self, proc: Process, cmd: int, uattr: int, size: int) -> int:
@@ -422,7 +460,9 @@ class Kernel:
         return 0
 
     def _map_freeze(self, proc: Process, attr: bytes) -> int:
-        uapi.check_attr_tail(attr, uapi.BpfMapElemAttr.end_for(BpfCmd.BPF_MAP_FREEZE), "BPF_MAP_FREEZE")
+        uapi.check_attr_tail(
+            attr, uapi.BpfMapElemAttr.end_for(BpfCmd.BPF_MAP_FREEZE), "BPF_MAP_FREEZE"
+        )
         a = uapi.BpfMapElemAttr.unpack(attr)
         self.map_from_fd(proc, a.map_fd)
         drive(map_syscall.bpf_map_freeze(self.host, a), self.host)
@@ -455,8 +495,15 @@ class Kernel:
             mf = self._map_files[ptr]
             mf.refs += 1
             maps.append(mf)
-        pf = ProgFile(name, meta.prog_type, compiled, maps, len(meta.insns) // 8,
-                      ctx_writable=meta.prog_type in WRITABLE_CTX_TYPES, id=self._new_id())
+        pf = ProgFile(
+            name,
+            meta.prog_type,
+            compiled,
+            maps,
+            len(meta.insns) // 8,
+            ctx_writable=meta.prog_type in WRITABLE_CTX_TYPES,
+            id=self._new_id(),
+        )
         pf.refs += 1
         return proc.fds.install(pf)
 
@@ -470,14 +517,26 @@ class Kernel:
         obj = proc.fds.get(a.bpf_fd)
         if isinstance(obj, MapFile):
             meta = obj.umap.meta
-            info = uapi.BpfMapInfo(type=int(meta.map_type), id=obj.id, key_size=meta.key_size,
-                                   value_size=meta.value_size, max_entries=meta.max_entries,
-                                   map_flags=meta.map_flags, name=obj.name.encode()[:15])
+            info = uapi.BpfMapInfo(
+                type=int(meta.map_type),
+                id=obj.id,
+                key_size=meta.key_size,
+                value_size=meta.value_size,
+                max_entries=meta.max_entries,
+                map_flags=meta.map_flags,
+                name=obj.name.encode()[:15],
+            )
         elif isinstance(obj, ProgFile):
-            info = uapi.BpfProgInfo(type=int(obj.prog_type), id=obj.id, name=obj.name.encode()[:15],
-                                    xlated_prog_len=obj.insn_cnt * 8, nr_map_ids=len(obj.maps),
-                                    run_cnt=obj.run_cnt, run_time_ns=obj.run_time_ns,
-                                    verified_insns=obj.insn_cnt)
+            info = uapi.BpfProgInfo(
+                type=int(obj.prog_type),
+                id=obj.id,
+                name=obj.name.encode()[:15],
+                xlated_prog_len=obj.insn_cnt * 8,
+                nr_map_ids=len(obj.maps),
+                run_cnt=obj.run_cnt,
+                run_time_ns=obj.run_time_ns,
+                verified_insns=obj.insn_cnt,
+            )
         else:
             raise BpfError(errno.EINVAL, f"fd {a.bpf_fd} is neither a map nor a program")
         packed = info.pack()
@@ -485,11 +544,14 @@ class Kernel:
         if a.info_len > len(packed):
             extra = proc.mm.copy_from_user(a.info + len(packed), a.info_len - len(packed))
             if extra.strip(b"\0"):
-                raise BpfError(errno.E2BIG, "info buffer has non-zero bytes past the kernel's struct")
+                raise BpfError(
+                    errno.E2BIG, "info buffer has non-zero bytes past the kernel's struct"
+                )
         n = min(a.info_len, len(packed))
         proc.mm.copy_to_user(a.info, packed[:n])
-        proc.mm.copy_to_user(self._uattr + uapi.BpfObjGetInfoByFdAttr.offset_of("info_len"),
-                             n.to_bytes(4, "little"))
+        proc.mm.copy_to_user(
+            self._uattr + uapi.BpfObjGetInfoByFdAttr.offset_of("info_len"), n.to_bytes(4, "little")
+        )
         return 0
 
     def _raw_tracepoint_open(self, proc: Process, attr: bytes) -> int:
@@ -498,7 +560,9 @@ class Kernel:
         prog = self.prog_from_fd(proc, a.prog_fd)
         name = self.host.string_from_user_cstr(a.name) if a.name else ""
         if not name or len(name) >= TP_NAME_MAX:
-            raise BpfError(errno.EINVAL, f"tracepoint name {name!r}: empty or {TP_NAME_MAX} bytes or longer")
+            raise BpfError(
+                errno.EINVAL, f"tracepoint name {name!r}: empty or {TP_NAME_MAX} bytes or longer"
+            )
         self.tracepoints.setdefault(name, []).append(prog)
         prog.refs += 1
         return proc.fds.install(TracepointLink(name, prog))
@@ -525,9 +589,15 @@ def _engine_costs(preset) -> Costs:
     """The engine's per-instruction-class costs (ps) from the preset."""
     g = preset.get_ps
     return Costs(
-        alu=g("insn", "alu_cycles"), mul=g("insn", "mul_cycles"), div=g("insn", "div_cycles"),
-        branch=g("insn", "branch_cycles"), ld_imm64=g("insn", "ld_imm64_cycles"),
-        load=g("insn", "stack_load_cycles"), store=g("insn", "stack_store_cycles"),
-        atomic=g("mem", "atomic_rmw_ns"), call=g("insn", "helper_entry_cycles"),
-        exit=g("insn", "exit_cycles"), local_call=g("insn", "local_call_cycles"),
+        alu=g("insn", "alu_cycles"),
+        mul=g("insn", "mul_cycles"),
+        div=g("insn", "div_cycles"),
+        branch=g("insn", "branch_cycles"),
+        ld_imm64=g("insn", "ld_imm64_cycles"),
+        load=g("insn", "stack_load_cycles"),
+        store=g("insn", "stack_store_cycles"),
+        atomic=g("mem", "atomic_rmw_ns"),
+        call=g("insn", "helper_entry_cycles"),
+        exit=g("insn", "exit_cycles"),
+        local_call=g("insn", "local_call_cycles"),
     )

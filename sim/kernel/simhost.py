@@ -95,7 +95,9 @@ class SimHost:
             if chunk == b"\0":
                 return out.decode("utf-8", "replace")
             out += chunk
-        raise BpfError(errno.E2BIG, f"user string at {ptr:#x} is longer than {MAX_USER_STRING} bytes")
+        raise BpfError(
+            errno.E2BIG, f"user string at {ptr:#x} is longer than {MAX_USER_STRING} bytes"
+        )
 
     # -- output and time ----------------------------------------------------------------------
     def current_cpu_id(self) -> int:
@@ -106,7 +108,9 @@ class SimHost:
 
     def ebpf_write_str(self, text: str) -> None:
         task = self.current_task()
-        self.kernel.trace.write(TraceRecord(self.cpu, self.ebpf_time_ns(), task.pid, task.comm, text))
+        self.kernel.trace.write(
+            TraceRecord(self.cpu, self.ebpf_time_ns(), task.pid, task.comm, text)
+        )
 
     def ebpf_time_ns(self) -> int:
         """The current CPU's clock: a core's local time runs ahead of the event clock."""

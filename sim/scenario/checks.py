@@ -15,9 +15,20 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
-_CMPS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
-         ast.Eq: operator.eq, ast.NotEq: operator.ne}
+_BINOPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+}
+_CMPS = {
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+}
 _FUNCS = {"min": min, "max": max, "abs": abs}
 
 
@@ -66,7 +77,11 @@ def evaluate(text: str, metrics: Mapping[str, float]) -> CheckResult:
     def ev(node: ast.AST):
         if isinstance(node, ast.Expression):
             return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, int | float)
+            and not isinstance(node.value, bool)
+        ):
             return node.value
         if isinstance(node, ast.Name | ast.Attribute | ast.Subscript):
             name = _dotted(node)
@@ -96,11 +111,18 @@ def evaluate(text: str, metrics: Mapping[str, float]) -> CheckResult:
                     return False
                 left = right
             return True
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS and not node.keywords:
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in _FUNCS
+            and not node.keywords
+        ):
             return _FUNCS[node.func.id](*(ev(a) for a in node.args))
         raise CheckError(f"check {text!r}: {ast.unparse(node)!r} is not allowed in a check")
 
     result = ev(tree)
-    if not isinstance(tree.body, ast.Compare | ast.BoolOp) and not (isinstance(tree.body, ast.UnaryOp) and isinstance(tree.body.op, ast.Not)):
+    if not isinstance(tree.body, ast.Compare | ast.BoolOp) and not (
+        isinstance(tree.body, ast.UnaryOp) and isinstance(tree.body.op, ast.Not)
+    ):
         raise CheckError(f"check {text!r} must be a comparison (such as a < b)")
     return CheckResult(text, used, bool(result))

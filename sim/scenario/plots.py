@@ -31,8 +31,12 @@ def plot_completions(records, ncpus: int, path: Path, title: str | None = None) 
     for cpu in range(ncpus):
         ends = np.sort(np.array([r[3] for r in records if r[1] == cpu], dtype=np.int64))
         if ends.size:
-            ax.step(np.concatenate(([0], ends)) / 1000.0, np.arange(ends.size + 1), where="post",
-                    label=f"CPU {cpu}")
+            ax.step(
+                np.concatenate(([0], ends)) / 1000.0,
+                np.arange(ends.size + 1),
+                where="post",
+                label=f"CPU {cpu}",
+            )
     ax.set_xlabel("simulated time (µs)")
     ax.set_ylabel("invocations completed")
     if ncpus <= 16:
@@ -54,8 +58,9 @@ def plot_latency(records, path: Path, title: str | None = None) -> Path:
     return _finish(fig, ax, title or "Invocation run time (CDF)", path)
 
 
-def plot_map_values(name: str, keys: list[str], values: list[int], path: Path,
-                    title: str | None = None) -> Path:
+def plot_map_values(
+    name: str, keys: list[str], values: list[int], path: Path, title: str | None = None
+) -> Path:
     """Bars of a map's values (as unsigned integers), key by key."""
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.bar(range(len(values)), values, color="tab:blue")
@@ -65,8 +70,9 @@ def plot_map_values(name: str, keys: list[str], values: list[int], path: Path,
     return _finish(fig, ax, title or f"Map {name!r}: values after the run", path)
 
 
-def plot_variants(metric: str, names: list[str], values: list[float], path: Path,
-                  title: str | None = None) -> Path:
+def plot_variants(
+    metric: str, names: list[str], values: list[float], path: Path, title: str | None = None
+) -> Path:
     """Bars of one metric for the base run and each variant (same seed)."""
     fig, ax = plt.subplots(figsize=(7, 4))
     colors = ["tab:gray"] + ["tab:blue"] * (len(names) - 1)
@@ -85,9 +91,14 @@ def plot_sweep(metric: str, grid, points, path: Path) -> Path:
     series: dict[tuple, list[tuple[Any, float]]] = {}
     for p in points:
         label = tuple((k, p["overrides"][k]) for k in keys[1:])
-        series.setdefault(label, []).append((p["overrides"][xkey], p["metrics"].get(metric, float("nan"))))
+        series.setdefault(label, []).append(
+            (p["overrides"][xkey], p["metrics"].get(metric, float("nan")))
+        )
     fig, ax = plt.subplots(figsize=(7, 4))
-    numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x, _ in next(iter(series.values())))
+    numeric = all(
+        isinstance(x, int | float) and not isinstance(x, bool)
+        for x, _ in next(iter(series.values()))
+    )
     xs_all = [x for x, _ in next(iter(series.values()))]
     for label, pts in series.items():
         name = ", ".join(f"{k}={v}" for k, v in label) or metric
@@ -104,8 +115,9 @@ def plot_sweep(metric: str, grid, points, path: Path) -> Path:
     return _finish(fig, ax, f"{metric} against {xkey}", path)
 
 
-def plot_timeline(records, lock_waits, ncpus: int, path: Path, title: str | None = None,
-                  max_spans: int = 4000) -> Path:
+def plot_timeline(
+    records, lock_waits, ncpus: int, path: Path, title: str | None = None, max_spans: int = 4000
+) -> Path:
     """Per-CPU timeline: program runs (one colour per program) and lock waits (red), from the
     run's own records.  Long runs show their first ``max_spans`` spans per kind."""
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * ncpus))
@@ -116,14 +128,22 @@ def plot_timeline(records, lock_waits, ncpus: int, path: Path, title: str | None
         for cpu in range(ncpus):
             bars = [(s / 1000.0, max(e - s, 1) / 1000.0) for c, s, e in spans if c == cpu]
             if bars:
-                ax.broken_barh(bars, (cpu - 0.35, 0.5), facecolors=cmap(i % 10),
-                               label=name if cpu == min(c for c, _, _ in spans) else None)
+                ax.broken_barh(
+                    bars,
+                    (cpu - 0.35, 0.5),
+                    facecolors=cmap(i % 10),
+                    label=name if cpu == min(c for c, _, _ in spans) else None,
+                )
     waits = lock_waits[:max_spans]
     for cpu in range(ncpus):
         bars = [(s / 1e6, (e - s) / 1e6) for c, _kind, s, e, _n in waits if c == cpu]
         if bars:
-            ax.broken_barh(bars, (cpu + 0.2, 0.2), facecolors="tab:red",
-                           label="lock wait" if cpu == min(w[0] for w in waits) else None)
+            ax.broken_barh(
+                bars,
+                (cpu + 0.2, 0.2),
+                facecolors="tab:red",
+                label="lock wait" if cpu == min(w[0] for w in waits) else None,
+            )
     ax.set_yticks(range(ncpus), [f"CPU {c}" for c in range(ncpus)])
     ax.set_xlabel("simulated time (µs)")
     ax.invert_yaxis()
@@ -132,7 +152,9 @@ def plot_timeline(records, lock_waits, ncpus: int, path: Path, title: str | None
     return _finish(fig, ax, title or "Per-CPU timeline: program runs and lock waits", path)
 
 
-def plot_ring(name: str, samples: list[tuple[int, int]], path: Path, title: str | None = None) -> Path:
+def plot_ring(
+    name: str, samples: list[tuple[int, int]], path: Path, title: str | None = None
+) -> Path:
     """Bytes waiting in a ring each time its consumer read it, against simulated time."""
     fig, ax = plt.subplots(figsize=(7, 4))
     if samples:
@@ -143,27 +165,36 @@ def plot_ring(name: str, samples: list[tuple[int, int]], path: Path, title: str 
     return _finish(fig, ax, title or f"Consumer {name!r}: ring occupancy at each read", path)
 
 
-def plot_locks(locks: list[tuple[str, int, int, int]], path: Path, title: str | None = None) -> Path:
+def plot_locks(
+    locks: list[tuple[str, int, int, int]], path: Path, title: str | None = None
+) -> Path:
     """Total wait per lock (ns), with its contended share of acquisitions."""
     fig, ax = plt.subplots(figsize=(7, 4))
     shown = sorted(locks, key=lambda x: -x[3])[:20]
     ax.barh(range(len(shown)), [w for *_, w in shown], color="tab:red")
-    ax.set_yticks(range(len(shown)),
-                  [f"{n} ({c}/{a} contended)" for n, a, c, _w in shown], fontsize="small")
+    ax.set_yticks(
+        range(len(shown)), [f"{n} ({c}/{a} contended)" for n, a, c, _w in shown], fontsize="small"
+    )
     ax.invert_yaxis()
     ax.set_xlabel("total wait (ns)")
     return _finish(fig, ax, title or "Spinlock wait", path)
 
 
-def plot_percpu(name: str, rows: list[tuple[str, list[int]]], path: Path, title: str | None = None) -> Path:
+def plot_percpu(
+    name: str, rows: list[tuple[str, list[int]]], path: Path, title: str | None = None
+) -> Path:
     """Each CPU's copy of each key of a per-CPU map: the syscall view, CPU by CPU."""
     fig, ax = plt.subplots(figsize=(7, 4))
     if rows:
         ncpu = len(rows[0][1])
         width = 0.8 / ncpu
         for cpu in range(ncpu):
-            ax.bar([i + cpu * width for i in range(len(rows))], [vals[cpu] for _, vals in rows], width,
-                   label=f"CPU {cpu}")
+            ax.bar(
+                [i + cpu * width for i in range(len(rows))],
+                [vals[cpu] for _, vals in rows],
+                width,
+                label=f"CPU {cpu}",
+            )
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))], [k for k, _ in rows])
         if ncpu <= 16:
             ax.legend(fontsize="small")

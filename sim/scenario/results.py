@@ -19,7 +19,16 @@ from sim.scenario.runner import RunResult, ScenarioRun
 
 def _versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
-    for pkg in ("kbpf-sim", "simpy", "numpy", "matplotlib", "pyelftools", "pydantic", "click", "rich"):
+    for pkg in (
+        "kbpf-sim",
+        "simpy",
+        "numpy",
+        "matplotlib",
+        "pyelftools",
+        "pydantic",
+        "click",
+        "rich",
+    ):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -39,7 +48,9 @@ def write_results(outcome: ScenarioRun, out: Path) -> list[Path]:
     """Write everything into ``out`` (created, overwritten); return the plot files written."""
     res = outcome.base
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scenario.json").write_text(json.dumps(outcome.resolved, indent=2, sort_keys=True) + "\n")
+    (out / "scenario.json").write_text(
+        json.dumps(outcome.resolved, indent=2, sort_keys=True) + "\n"
+    )
     summary = {
         "scenario": res.path.name,
         "title": res.scenario.title,
@@ -50,11 +61,16 @@ def write_results(outcome: ScenarioRun, out: Path) -> list[Path]:
         "checks": [c.as_json() for c in outcome.checks],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    info = {"versions": _versions(), "wall_time_s": round(outcome.wall_s, 3),
-            "wall_time_s_per_run": {"base": round(res.wall_s, 3),
-                                    **{k: round(v.wall_s, 3) for k, v in outcome.variants.items()}},
-            "host": {"platform": platform.platform(), "machine": platform.machine()},
-            "argv": sys.argv}
+    info = {
+        "versions": _versions(),
+        "wall_time_s": round(outcome.wall_s, 3),
+        "wall_time_s_per_run": {
+            "base": round(res.wall_s, 3),
+            **{k: round(v.wall_s, 3) for k, v in outcome.variants.items()},
+        },
+        "host": {"platform": platform.platform(), "machine": platform.machine()},
+        "argv": sys.argv,
+    }
     (out / "run-info.json").write_text(json.dumps(info, indent=2) + "\n")
     with open(out / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -69,8 +85,12 @@ def write_results(outcome: ScenarioRun, out: Path) -> list[Path]:
 
         specs = [PlotSpec(kind="completions")]
     for i, spec in enumerate(specs):
-        default = {"map_values": f"map_{spec.map}.png", "variants": f"variants_{spec.metric}.png",
-                   "ring": f"ring_{spec.consumer}.png", "percpu": f"percpu_{spec.map}.png"}
+        default = {
+            "map_values": f"map_{spec.map}.png",
+            "variants": f"variants_{spec.metric}.png",
+            "ring": f"ring_{spec.consumer}.png",
+            "percpu": f"percpu_{spec.map}.png",
+        }
         fname = spec.file or default.get(spec.kind, f"{spec.kind}.png")
         if not fname.endswith(".png"):
             fname += ".png"
@@ -78,7 +98,9 @@ def write_results(outcome: ScenarioRun, out: Path) -> list[Path]:
         if target in written:
             target = out / f"{Path(fname).stem}_{i}.png"
         if spec.kind == "completions":
-            written.append(plots.plot_completions(res.records, res.machine.ncpus, target, spec.title))
+            written.append(
+                plots.plot_completions(res.records, res.machine.ncpus, target, spec.title)
+            )
         elif spec.kind == "latency":
             written.append(plots.plot_latency(res.records, target, spec.title))
         elif spec.kind == "map_values":
@@ -87,13 +109,25 @@ def write_results(outcome: ScenarioRun, out: Path) -> list[Path]:
         elif spec.kind == "variants":
             runs = [("base", res), *outcome.variants.items()]
             values = [run.metrics.get(spec.metric, float("nan")) for _, run in runs]
-            written.append(plots.plot_variants(spec.metric, [n for n, _ in runs], values, target, spec.title))
+            written.append(
+                plots.plot_variants(spec.metric, [n for n, _ in runs], values, target, spec.title)
+            )
         elif spec.kind == "timeline":
-            written.append(plots.plot_timeline(res.records, res.timeline, res.machine.ncpus, target, spec.title))
+            written.append(
+                plots.plot_timeline(
+                    res.records, res.timeline, res.machine.ncpus, target, spec.title
+                )
+            )
         elif spec.kind == "ring":
-            written.append(plots.plot_ring(spec.consumer, res.consumers.get(spec.consumer, []), target, spec.title))
+            written.append(
+                plots.plot_ring(
+                    spec.consumer, res.consumers.get(spec.consumer, []), target, spec.title
+                )
+            )
         elif spec.kind == "locks":
             written.append(plots.plot_locks(res.locks, target, spec.title))
         elif spec.kind == "percpu":
-            written.append(plots.plot_percpu(spec.map, res.percpu_values.get(spec.map, []), target, spec.title))
+            written.append(
+                plots.plot_percpu(spec.map, res.percpu_values.get(spec.map, []), target, spec.title)
+            )
     return written

@@ -82,8 +82,11 @@ class ScenarioRun:
         return names
 
 
-def run_scenario(path: Path, overrides: dict | None = None,
-                 progress: Callable[[str, int, int], None] | None = None) -> ScenarioRun:
+def run_scenario(
+    path: Path,
+    overrides: dict | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ScenarioRun:
     """Validate the scenario at ``path`` with ``overrides``, run it and its variants, check it."""
     raw = read_scenario(path)
     scn, resolved = validate(raw, path, overrides)
@@ -91,7 +94,9 @@ def run_scenario(path: Path, overrides: dict | None = None,
     variants = {}
     for i, var in enumerate(scn.variant):
         vscn, _ = validate(resolved, path, var.set, where=f"variant[{i}] ({var.name})")
-        variants[var.name] = simulate(vscn, path, None if progress is None else partial(progress, var.name))
+        variants[var.name] = simulate(
+            vscn, path, None if progress is None else partial(progress, var.name)
+        )
     outcome = ScenarioRun(base, variants, [], resolved)
     names = outcome.check_metrics()
     for i, chk in enumerate(scn.check):
@@ -108,7 +113,9 @@ def _substitute_maps(text: str, fds: dict[str, int], asm_path: Path) -> str:
         if name.isdigit():
             return m.group(0)
         if name not in fds:
-            raise ScenarioError(f"{asm_path}: refers to map {name!r}, which the scenario does not declare in [[map]]")
+            raise ScenarioError(
+                f"{asm_path}: refers to map {name!r}, which the scenario does not declare in [[map]]"
+            )
         return f"{m.group(1)} {fds[name]}"
 
     return _MAP_REF.sub(repl, text)
@@ -127,8 +134,10 @@ def _open_objects(m: Machine, scn: Scenario, path: Path) -> dict:
             old = per_obj.setdefault(mname, {})
             for key, value in mine.items():
                 if key in old and old[key] != value:
-                    raise ScenarioError(f"{path}: program[{i}].maps.{mname}.{key}: conflicts with another "
-                                        f"program's change of the same map ({old[key]!r})")
+                    raise ScenarioError(
+                        f"{path}: program[{i}].maps.{mname}.{key}: conflicts with another "
+                        f"program's change of the same map ({old[key]!r})"
+                    )
                 old[key] = value
     for rel, per_obj in changes.items():
         obj_path = (path.parent / rel).resolve()
@@ -136,8 +145,10 @@ def _open_objects(m: Machine, scn: Scenario, path: Path) -> dict:
             obj = m.open_object(obj_path)
             for mname, change in per_obj.items():
                 if mname not in obj.maps:
-                    raise ScenarioError(f"{path}: maps.{mname}: {rel} has no map {mname!r} "
-                                        f"(it has: {', '.join(obj.maps)})")
+                    raise ScenarioError(
+                        f"{path}: maps.{mname}: {rel} has no map {mname!r} "
+                        f"(it has: {', '.join(obj.maps)})"
+                    )
                 if "type" in change:
                     obj.maps[mname].set_type(change["type"])
                 if "max_entries" in change:
@@ -153,9 +164,19 @@ def _open_objects(m: Machine, scn: Scenario, path: Path) -> dict:
 
 def build_machine(scn: Scenario) -> Machine:
     ms = scn.machine
-    cost: Any = ms.cost_model if not ms.cost_overrides else {"preset": ms.cost_model, **ms.cost_overrides}
-    return Machine(cpus=ms.cpus, seed=ms.seed, memory_mib=ms.memory_mib, freq_ghz=ms.freq_ghz,
-                   cost_model=cost, locking=ms.locking, lru=ms.lru, insn_budget=ms.insn_budget)
+    cost: Any = (
+        ms.cost_model if not ms.cost_overrides else {"preset": ms.cost_model, **ms.cost_overrides}
+    )
+    return Machine(
+        cpus=ms.cpus,
+        seed=ms.seed,
+        memory_mib=ms.memory_mib,
+        freq_ghz=ms.freq_ghz,
+        cost_model=cost,
+        locking=ms.locking,
+        lru=ms.lru,
+        insn_budget=ms.insn_budget,
+    )
 
 
 def _u64s(value: bytes) -> int:
@@ -163,7 +184,9 @@ def _u64s(value: bytes) -> int:
     return int.from_bytes(value[:8], "little")
 
 
-def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | None = None) -> RunResult:
+def simulate(
+    scn: Scenario, path: Path, progress: Callable[[int, int], None] | None = None
+) -> RunResult:
     """Run one configuration ``scn`` (loaded from ``path``); ``progress(done, total)`` is called
     as invocations finish."""
     wall0 = time.perf_counter()
@@ -175,29 +198,34 @@ def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | N
     maps = {}
     for i, spec in enumerate(scn.map):
         try:
-            maps[spec.name] = m.create_map(spec.type, spec.key_size, spec.value_size, spec.max_entries,
-                                           spec.flags, spec.name)
+            maps[spec.name] = m.create_map(
+                spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.flags, spec.name
+            )
         except BpfError as e:
             raise ScenarioError(f"{path}: map[{i}] ({spec.name}): {e}") from None
     fds = {name: h.fd for name, h in maps.items()}
     progs = {}
     objects = _open_objects(m, scn, path)
-    for handle_name, obj in objects.items():
+    for obj in objects.values():
         for mname, h in obj.maps.items():
             maps.setdefault(mname, h)
     for i, spec in enumerate(scn.program):
         if spec.object is not None:
             obj = objects[spec.object]
             if spec.name not in obj.programs:
-                raise ScenarioError(f"{path}: program[{i}].name: {spec.object} has no program {spec.name!r} "
-                                    f"(it has: {', '.join(obj.programs) or 'none'})")
+                raise ScenarioError(
+                    f"{path}: program[{i}].name: {spec.object} has no program {spec.name!r} "
+                    f"(it has: {', '.join(obj.programs) or 'none'})"
+                )
             progs[spec.name] = obj.programs[spec.name]
             continue
         asm_path = (base / spec.asm).resolve()
         try:
             text = asm_path.read_text()
         except OSError as e:
-            raise ScenarioError(f"{path}: program[{i}].asm: cannot read {asm_path}: {e.strerror}") from None
+            raise ScenarioError(
+                f"{path}: program[{i}].asm: cannot read {asm_path}: {e.strerror}"
+            ) from None
         try:
             insns = assemble(_substitute_maps(text, fds, asm_path))
         except AsmError as e:
@@ -212,21 +240,35 @@ def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | N
             try:
                 m.attach(progs[spec.name], spec.attach)
             except (BpfError, ValueError) as e:
-                raise ScenarioError(f"{path}: program {spec.name!r}: attach {spec.attach!r}: {e}") from None
+                raise ScenarioError(
+                    f"{path}: program {spec.name!r}: attach {spec.attach!r}: {e}"
+                ) from None
 
     consumers = {}
     for i, c in enumerate(scn.consumer):
         handle = maps.get(c.map)
         if handle is None:
-            raise ScenarioError(f"{path}: consumer[{i}].map: no map named {c.map!r} (have: {', '.join(maps) or 'none'})")
-        opts = dict(task_cpu=c.cpu, per_record_ns=c.per_record_ns, batch=c.batch or None,
-                    interval_ns=c.interval_ns if c.wakeup == "interval" else 0)
+            raise ScenarioError(
+                f"{path}: consumer[{i}].map: no map named {c.map!r} (have: {', '.join(maps) or 'none'})"
+            )
+        opts = dict(
+            task_cpu=c.cpu,
+            per_record_ns=c.per_record_ns,
+            batch=c.batch or None,
+            interval_ns=c.interval_ns if c.wakeup == "interval" else 0,
+        )
         try:
             if c.kind == "ringbuf":
                 consumers[c.name] = m.ring_buffer(handle, lambda data: None, **opts)
             else:
-                consumers[c.name] = m.perf_buffer(handle, lambda cpu, data: None, None, c.page_cnt,
-                                                  wakeup_events=c.wakeup_events, **opts)
+                consumers[c.name] = m.perf_buffer(
+                    handle,
+                    lambda cpu, data: None,
+                    None,
+                    c.page_cnt,
+                    wakeup_events=c.wakeup_events,
+                    **opts,
+                )
         except BpfError as e:
             raise ScenarioError(f"{path}: consumer[{i}] ({c.name}): {e}") from None
     lines = {}
@@ -237,7 +279,9 @@ def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | N
         try:
             lines[ln.name] = m.value_address(handle, ln.key)
         except BpfError as e:
-            raise ScenarioError(f"{path}: line[{i}] ({ln.name}): key {ln.key} of map {ln.map!r}: {e}") from None
+            raise ScenarioError(
+                f"{path}: line[{i}] ({ln.name}): key {ln.key} of map {ln.map!r}: {e}"
+            ) from None
     if any(p.kind == "timeline" for p in scn.plot):
         m.stats.timeline = []
 
@@ -250,12 +294,18 @@ def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | N
             def fire(cpu, ctx, prog=prog):
                 return [m.submit(prog, cpu=cpu, ctx=ctx)]
         else:
+
             def fire(cpu, ctx, tp=src.tracepoint):
                 return m.fire(tp, cpu=cpu, ctx=ctx)
+
         cpus = range(m.ncpus) if src.cpus == "all" else src.cpus
         for cpu in cpus:
             sources.append(SourceProcess(m, i, src, cpu, fire, rec.watch, scn.machine.seed))
-    total = sum(src.count or 0 for src in scn.source for _ in (range(m.ncpus) if src.cpus == "all" else src.cpus))
+    total = sum(
+        src.count or 0
+        for src in scn.source
+        for _ in (range(m.ncpus) if src.cpus == "all" else src.cpus)
+    )
 
     env = m.env
     arrivals_done = env.all_of([sp.process for sp in sources])
@@ -278,7 +328,9 @@ def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | N
 
     records = rec.as_tuples()
     metrics = collect_metrics(m, scn, records, progs)
-    addr_names = {m.kernel.map_from_fd(m.kernel.facade, h.fd).umap.addr: name for name, h in maps.items()}
+    addr_names = {
+        m.kernel.map_from_fd(m.kernel.facade, h.fd).umap.addr: name for name, h in maps.items()
+    }
     metrics.update(map_op_metrics(m, addr_names))
     for name, c in consumers.items():
         metrics[f"consumer.{name}.records"] = c.consumed if hasattr(c, "consumed") else c.samples
@@ -291,10 +343,12 @@ def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | N
         metrics[f"consumer.{name}.occupancy_bytes.mean"] = float(np.mean(occ)) if occ else 0.0
     cache = getattr(m, "cache", None)
     if cache is not None:
-        cs = cache.stats()
+        total = cache.stats()["total"]
         for key in ("transfers", "invalidations"):
-            if key in cs:
-                metrics[f"cache.{key}"] = cs[key]
+            metrics[f"cache.{key}"] = total[key]
+        for key, value in sorted(total.items()):
+            if key not in ("transfers", "invalidations", "lines_tracked"):
+                metrics[f"cache.{key}"] = value
         for name, addr in lines.items():
             ls = cache.line_stats(addr)
             metrics[f"line.{name}.transfers"] = ls.get("transfers", 0)
@@ -311,7 +365,9 @@ def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | N
                     continue
                 label = str(int.from_bytes(key, "little")) if len(key) <= 8 else key.hex()
                 keys.append(label)
-                vals.append(_u64s(value) if not h.percpu else sum(_u64s(v) for v in h.lookup_percpu(key)))
+                vals.append(
+                    _u64s(value) if not h.percpu else sum(_u64s(v) for v in h.lookup_percpu(key))
+                )
         except BpfError:
             continue  # maps without keys (queue, stack, ring buffers) have no values to list
         map_values[name] = (keys, vals)
@@ -332,12 +388,24 @@ def simulate(scn: Scenario, path: Path, progress: Callable[[int, int], None] | N
             except BpfError:
                 continue
     faults = [str(f) for f in m.faults]
-    result = RunResult(scn, path, m, records, metrics, map_values, faults,
-                       time.perf_counter() - wall0, m.trace_lines())
+    result = RunResult(
+        scn,
+        path,
+        m,
+        records,
+        metrics,
+        map_values,
+        faults,
+        time.perf_counter() - wall0,
+        m.trace_lines(),
+    )
     result.percpu_values = percpu_values
     result.consumers = {name: list(c.occupancy) for name, c in consumers.items()}
     result.timeline = list(m.stats.timeline or [])
-    result.locks = [(st.name, st.acquisitions, st.contended, st.wait_ps // 1000) for st in m.spinlocks.all.values()]
+    result.locks = [
+        (st.name, st.acquisitions, st.contended, st.wait_ps // 1000)
+        for st in m.spinlocks.all.values()
+    ]
     return result
 
 
@@ -411,8 +479,12 @@ class Records:
 
     def as_tuples(self) -> list[tuple[str, int, int, int, bool]]:
         names = self.names
-        return [(names[p], c, s, e, bool(f)) for p, c, s, e, f in
-                zip(self.prog, self.cpu, self.start, self.end, self.fault, strict=True)]
+        return [
+            (names[p], c, s, e, bool(f))
+            for p, c, s, e, f in zip(
+                self.prog, self.cpu, self.start, self.end, self.fault, strict=True
+            )
+        ]
 
 
 def collect_metrics(m: Machine, scn: Scenario, records, progs) -> dict[str, float]:

@@ -63,7 +63,7 @@ class MapSpec(_Strict):
     def _known_type(cls, v: str) -> str:
         key = "BPF_MAP_TYPE_" + v.upper()
         if key not in BpfMapType.__members__:
-            choices = ", ".join(m[len("BPF_MAP_TYPE_"):].lower() for m in BpfMapType.__members__)
+            choices = ", ".join(m[len("BPF_MAP_TYPE_") :].lower() for m in BpfMapType.__members__)
             raise ValueError(f"unknown map type {v!r}; expected one of {choices}")
         return v.lower()
 
@@ -98,7 +98,9 @@ class ProgramSpec(_Strict):
         if (self.asm is None) == (self.object is None):
             raise ValueError("give exactly one of 'asm' (a .asm file) or 'object' (a .bpf.o file)")
         if self.maps and self.object is None:
-            raise ValueError("'maps' changes apply to an object's maps; declare [[map]]s for asm programs")
+            raise ValueError(
+                "'maps' changes apply to an object's maps; declare [[map]]s for asm programs"
+            )
         return self
 
 
@@ -199,7 +201,9 @@ class LineSpec(_Strict):
 class PlotSpec(_Strict):
     """``[[plot]]``: a figure written as PNG into the results folder."""
 
-    kind: Literal["completions", "latency", "map_values", "variants", "timeline", "ring", "locks", "percpu"]
+    kind: Literal[
+        "completions", "latency", "map_values", "variants", "timeline", "ring", "locks", "percpu"
+    ]
     file: str | None = None
     map: str | None = None
     metric: str | None = None
@@ -282,18 +286,23 @@ class Scenario(_Strict):
         for i, src in enumerate(self.source):
             if src.program is not None and src.program not in progs:
                 raise ValueError(
-                    f"source[{i}].program: no program named {src.program!r} (have: {', '.join(progs) or 'none'})")
+                    f"source[{i}].program: no program named {src.program!r} (have: {', '.join(progs) or 'none'})"
+                )
             if src.cpus != "all":
                 bad = [c for c in src.cpus if c >= self.machine.cpus]
                 if bad:
-                    raise ValueError(f"source[{i}].cpus: CPU {bad[0]} does not exist on a {self.machine.cpus}-CPU machine")
+                    raise ValueError(
+                        f"source[{i}].cpus: CPU {bad[0]} does not exist on a {self.machine.cpus}-CPU machine"
+                    )
         consumers = [c.name for c in self.consumer]
         for i, plot in enumerate(self.plot):
             if plot.consumer is not None and plot.consumer not in consumers:
                 raise ValueError(f"plot[{i}].consumer: no consumer named {plot.consumer!r}")
         for i, c in enumerate(self.consumer):
             if c.cpu >= self.machine.cpus:
-                raise ValueError(f"consumer[{i}].cpu: CPU {c.cpu} does not exist on a {self.machine.cpus}-CPU machine")
+                raise ValueError(
+                    f"consumer[{i}].cpu: CPU {c.cpu} does not exist on a {self.machine.cpus}-CPU machine"
+                )
         return self
 
 
@@ -310,13 +319,19 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
 def format_validation_error(path: str, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = _format_loc(tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))))
+        loc = _format_loc(
+            tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        )
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        if e["type"] not in ("extra_forbidden", "missing") and "input" in e and not isinstance(e["input"], dict | list):
+            msg = msg[len("Value error, ") :]
+        if (
+            e["type"] not in ("extra_forbidden", "missing")
+            and "input" in e
+            and not isinstance(e["input"], dict | list)
+        ):
             msg += f" (got {e['input']!r})"
         lines.append(f"{path}: {loc}: {msg}")
     return "\n".join(lines)
@@ -334,7 +349,7 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
         else:
             node = node.setdefault(part, {})
             if not isinstance(node, dict | list):
-                raise ScenarioError(f"--set {dotted}: {'.'.join(parts[:i + 1])} is not a table")
+                raise ScenarioError(f"--set {dotted}: {'.'.join(parts[: i + 1])} is not a table")
     last = parts[-1]
     if isinstance(node, list):
         if not last.isdigit() or int(last) >= len(node):
@@ -368,8 +383,9 @@ def read_scenario(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def validate(raw: dict[str, Any], path: str | Path, overrides: dict[str, Any] | None = None,
-             where: str = "") -> tuple[Scenario, dict[str, Any]]:
+def validate(
+    raw: dict[str, Any], path: str | Path, overrides: dict[str, Any] | None = None, where: str = ""
+) -> tuple[Scenario, dict[str, Any]]:
     """Apply overrides to a copy of ``raw`` and validate it; ``where`` prefixes error paths
     (``variant[0].set``) so a bad override names where it came from."""
     raw = copy.deepcopy(raw)
@@ -384,6 +400,8 @@ def validate(raw: dict[str, Any], path: str | Path, overrides: dict[str, Any] | 
         raise ScenarioError(text) from None
 
 
-def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[Scenario, dict[str, Any]]:
+def load_scenario(
+    path: str | Path, overrides: dict[str, Any] | None = None
+) -> tuple[Scenario, dict[str, Any]]:
     """Read, override and validate a scenario; returns the model and the resolved raw data."""
     return validate(read_scenario(path), path, overrides)

@@ -65,8 +65,16 @@ class FieldSampler:
 class SourceProcess:
     """Fires one source on one CPU; counts what it fired."""
 
-    def __init__(self, m, index: int, spec: SourceSpec, cpu: int, fire: Callable[[int, bytes], list],
-                 record: Callable[[Any], None], seed: int):
+    def __init__(
+        self,
+        m,
+        index: int,
+        spec: SourceSpec,
+        cpu: int,
+        fire: Callable[[int, bytes], list],
+        record: Callable[[Any], None],
+        seed: int,
+    ):
         self.m = m
         self.spec = spec
         self.cpu = cpu
@@ -81,7 +89,9 @@ class SourceProcess:
     def _ctx(self, now_ns: int) -> bytes:
         if not self.fields:
             return self.static_ctx
-        return self.static_ctx + b"".join(f.draw(now_ns).to_bytes(f.size, "little") for f in self.fields)
+        return self.static_ctx + b"".join(
+            f.draw(now_ns).to_bytes(f.size, "little") for f in self.fields
+        )
 
     def _gaps(self):
         """Inter-arrival gaps in ns (None: wait for the previous firing to finish)."""

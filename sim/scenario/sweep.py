@@ -28,7 +28,9 @@ def parse_grid(specs: tuple[str, ...]) -> list[tuple[str, list[Any]]]:
         key, sep, values = spec.partition("=")
         key = key.strip()
         if not sep or not key or not values.strip():
-            raise ScenarioError(f"--grid {spec!r}: expected KEY=V1,V2,... such as machine.cpus=1,2,4")
+            raise ScenarioError(
+                f"--grid {spec!r}: expected KEY=V1,V2,... such as machine.cpus=1,2,4"
+            )
         vals = [parse_value(v.strip()) for v in _split_values(values)]
         if any(k == key for k, _ in grid):
             raise ScenarioError(f"--grid {key} given twice")
@@ -59,7 +61,9 @@ def _split_values(text: str) -> list[str]:
 
 def grid_points(grid: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
     keys = [k for k, _ in grid]
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in grid))]
+    return [
+        dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in grid))
+    ]
 
 
 def run_point(path: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -71,8 +75,11 @@ def run_point(path: str, overrides: dict[str, Any]) -> dict[str, Any]:
     except ScenarioError as e:
         return {"overrides": overrides, "error": str(e)}
     except Exception as e:  # a bug: reported with its traceback, the sweep goes on
-        return {"overrides": overrides, "error": f"{type(e).__name__}: {e}",
-                "traceback": traceback.format_exc()}
+        return {
+            "overrides": overrides,
+            "error": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc(),
+        }
     return {
         "overrides": overrides,
         "metrics": outcome.base.metrics,
@@ -95,8 +102,11 @@ class SweepResult:
 
     @property
     def failed(self) -> list[dict]:
-        return [p for p in self.points if "error" not in p and (
-            not p["passed"] or (p["faults"] and not p["expect_faults"]))]
+        return [
+            p
+            for p in self.points
+            if "error" not in p and (not p["passed"] or (p["faults"] and not p["expect_faults"]))
+        ]
 
 
 def make_executor(jobs: int | None, dask: str | None) -> Executor:
@@ -104,7 +114,9 @@ def make_executor(jobs: int | None, dask: str | None) -> Executor:
         try:
             from distributed import Client
         except ImportError:
-            raise ScenarioError("--dask needs the optional Dask extra: pip install 'kbpf-sim[dask]'") from None
+            raise ScenarioError(
+                "--dask needs the optional Dask extra: pip install 'kbpf-sim[dask]'"
+            ) from None
         try:
             client = Client(dask, timeout="10s")
         except OSError as e:
@@ -113,8 +125,12 @@ def make_executor(jobs: int | None, dask: str | None) -> Executor:
     return ProcessPoolExecutor(max_workers=jobs)
 
 
-def run_sweep(path: Path, grid: list[tuple[str, list[Any]]], executor: Executor,
-              progress: Callable[[int, int], None] | None = None) -> SweepResult:
+def run_sweep(
+    path: Path,
+    grid: list[tuple[str, list[Any]]],
+    executor: Executor,
+    progress: Callable[[int, int], None] | None = None,
+) -> SweepResult:
     points = grid_points(grid)
     futures = [executor.submit(run_point, str(path), p) for p in points]
     result = SweepResult(grid)
@@ -141,21 +157,27 @@ def write_sweep(result: SweepResult, out: Path, metrics: list[str] | None = None
             for run, mets in runs:
                 for name, value in sorted(mets.items()):
                     w.writerow([*(p["overrides"][k] for k in keys), run, name, value])
-    (out / "sweep.json").write_text(json.dumps({"grid": result.grid, "points": result.points}, indent=2) + "\n")
+    (out / "sweep.json").write_text(
+        json.dumps({"grid": result.grid, "points": result.points}, indent=2) + "\n"
+    )
     ok = [p for p in result.points if "error" not in p]
     if not ok:
         return []
     wanted = metrics or default_sweep_metrics(ok)
     written = []
     for metric in wanted:
-        written.append(plots.plot_sweep(metric, result.grid, ok, out / f"sweep_{_fname(metric)}.png"))
+        written.append(
+            plots.plot_sweep(metric, result.grid, ok, out / f"sweep_{_fname(metric)}.png")
+        )
     return written
 
 
 def default_sweep_metrics(points: list[dict]) -> list[str]:
     first = points[0]["metrics"]
     names = ["throughput", "sim.elapsed_ns"]
-    names += sorted(k for k in first if k.endswith(".latency_ns.mean") or k.endswith(".throughput_per_s"))
+    names += sorted(
+        k for k in first if k.endswith(".latency_ns.mean") or k.endswith(".throughput_per_s")
+    )
     for c in points[0]["checks"]:
         names += [k for k in c["values"] if k in first and k not in names]
     return [n for n in names if n in first]

@@ -18,10 +18,14 @@ from kbpf.linux_bpf import BPF_ANY, BpfCmd, BpfMapType
 if TYPE_CHECKING:  # pragma: no cover
     from sim.machine import Machine
 
-PERCPU_TYPES = frozenset({
-    BpfMapType.BPF_MAP_TYPE_PERCPU_ARRAY, BpfMapType.BPF_MAP_TYPE_PERCPU_HASH,
-    BpfMapType.BPF_MAP_TYPE_LRU_PERCPU_HASH, BpfMapType.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE,
-})
+PERCPU_TYPES = frozenset(
+    {
+        BpfMapType.BPF_MAP_TYPE_PERCPU_ARRAY,
+        BpfMapType.BPF_MAP_TYPE_PERCPU_HASH,
+        BpfMapType.BPF_MAP_TYPE_LRU_PERCPU_HASH,
+        BpfMapType.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE,
+    }
+)
 KEYLESS_TYPES = frozenset({BpfMapType.BPF_MAP_TYPE_QUEUE, BpfMapType.BPF_MAP_TYPE_STACK})
 _PREFIX = "BPF_MAP_TYPE_"
 
@@ -42,7 +46,7 @@ def map_type_from(value: BpfMapType | str | int) -> BpfMapType:
         key = key if key.startswith(_PREFIX) else _PREFIX + key
         if key in BpfMapType.__members__:
             return BpfMapType[key]
-        choices = ", ".join(n[len(_PREFIX):].lower() for n in BpfMapType.__members__)
+        choices = ", ".join(n[len(_PREFIX) :].lower() for n in BpfMapType.__members__)
         raise ValueError(f"unknown map type {value!r}; choose one of: {choices}")
     raise ValueError(f"map type must be a BpfMapType, a name or a number, got {value!r}")
 
@@ -66,25 +70,47 @@ class MapHandle:
         self._closed = False
 
     def __repr__(self) -> str:
-        return (f"MapHandle(fd={self.fd}, {self.map_type.name[len(_PREFIX):].lower()}, "
-                f"name={self.name!r}, key_size={self.key_size}, value_size={self.value_size}, "
-                f"max_entries={self.max_entries})")
+        return (
+            f"MapHandle(fd={self.fd}, {self.map_type.name[len(_PREFIX) :].lower()}, "
+            f"name={self.name!r}, key_size={self.key_size}, value_size={self.value_size}, "
+            f"max_entries={self.max_entries})"
+        )
 
     # -- creation ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, m: Machine, mtype: BpfMapType, key_size: int, value_size: int,
-               max_entries: int, map_flags: int, name: str) -> MapHandle:
-        for label, v in (("key_size", key_size), ("value_size", value_size),
-                         ("max_entries", max_entries), ("map_flags", map_flags)):
+    def create(
+        cls,
+        m: Machine,
+        mtype: BpfMapType,
+        key_size: int,
+        value_size: int,
+        max_entries: int,
+        map_flags: int,
+        name: str,
+    ) -> MapHandle:
+        for label, v in (
+            ("key_size", key_size),
+            ("value_size", value_size),
+            ("max_entries", max_entries),
+            ("map_flags", map_flags),
+        ):
             if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 32:
-                raise BpfError(errno.EINVAL, f"{label} must be an unsigned 32-bit integer, got {v!r}")
+                raise BpfError(
+                    errno.EINVAL, f"{label} must be an unsigned 32-bit integer, got {v!r}"
+                )
         if not isinstance(name, str):
             raise BpfError(errno.EINVAL, f"map name must be a str, got {type(name).__name__}")
         raw_name = name.encode()
         if len(raw_name) > uapi.BPF_OBJ_NAME_LEN - 1:
             raise BpfError(errno.EINVAL, f"map name {name!r} is longer than 15 bytes")
-        attr = uapi.BpfMapCreateAttr(map_type=int(mtype), key_size=key_size, value_size=value_size,
-                                     max_entries=max_entries, map_flags=map_flags, map_name=raw_name)
+        attr = uapi.BpfMapCreateAttr(
+            map_type=int(mtype),
+            key_size=key_size,
+            value_size=value_size,
+            max_entries=max_entries,
+            map_flags=map_flags,
+            map_name=raw_name,
+        )
         calls = m.kernel.facade_calls
         calls.begin()
         fd = calls.bpf(BpfCmd.BPF_MAP_CREATE, attr.pack())
@@ -104,11 +130,21 @@ class MapHandle:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise BpfError(errno.EINVAL, f"{what} must be bytes, got {type(data).__name__}")
         if len(data) != size:
-            raise BpfError(errno.EINVAL, f"{what} of map {self.name or self.fd!s} must be {size} bytes, got {len(data)}")
+            raise BpfError(
+                errno.EINVAL,
+                f"{what} of map {self.name or self.fd!s} must be {size} bytes, got {len(data)}",
+            )
         return bytes(data)
 
-    def _bpf(self, cmd: BpfCmd, key: bytes | None, value_len: int = 0, value: bytes | None = None,
-             flags: int = 0, next_key: bool = False) -> bytes | None:
+    def _bpf(
+        self,
+        cmd: BpfCmd,
+        key: bytes | None,
+        value_len: int = 0,
+        value: bytes | None = None,
+        flags: int = 0,
+        next_key: bool = False,
+    ) -> bytes | None:
         if self._closed:
             raise BpfError(errno.EBADF, f"map fd {self.fd} is closed")
         calls = self.machine.kernel.facade_calls
@@ -141,12 +177,14 @@ class MapHandle:
 
     def lookup_percpu(self, key: bytes) -> list[bytes] | None:
         if not self.percpu:
-            raise BpfError(errno.EINVAL, f"map {self.name or self.fd!s} ({self.map_type.name}) is not per-CPU")
+            raise BpfError(
+                errno.EINVAL, f"map {self.name or self.fd!s} ({self.map_type.name}) is not per-CPU"
+            )
         raw = self.lookup(key)
         if raw is None:
             return None
         step = _round8(self.value_size)
-        return [raw[i * step: i * step + self.value_size] for i in range(self.machine.ncpus)]
+        return [raw[i * step : i * step + self.value_size] for i in range(self.machine.ncpus)]
 
     def delete(self, key: bytes) -> None:
         key = self._check("key", key, self.key_size)

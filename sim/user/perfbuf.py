@@ -43,13 +43,25 @@ class _CpuRing:
 class PerfBufferConsumer:
     """``m.perf_buffer(map, on_sample, on_lost=None, page_cnt=8)``."""
 
-    def __init__(self, machine: Machine, map_handle: MapHandle, on_sample: Callable[[int, bytes], None],
-                 on_lost: Callable[[int, int], None] | None = None, page_cnt: int = 8,
-                 task_cpu: int | None = None, per_record_ns: int = 100, poll_ns: int = 200,
-                 batch: int | None = None, interval_ns: int = 0, wakeup_events: int = 1):
+    def __init__(
+        self,
+        machine: Machine,
+        map_handle: MapHandle,
+        on_sample: Callable[[int, bytes], None],
+        on_lost: Callable[[int, int], None] | None = None,
+        page_cnt: int = 8,
+        task_cpu: int | None = None,
+        per_record_ns: int = 100,
+        poll_ns: int = 200,
+        batch: int | None = None,
+        interval_ns: int = 0,
+        wakeup_events: int = 1,
+    ):
         if map_handle.map_type != BpfMapType.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
-            raise BpfError(errno.EINVAL, f"map {map_handle.name!r} is {map_handle.map_type.name}, "
-                           "not a PERF_EVENT_ARRAY")
+            raise BpfError(
+                errno.EINVAL,
+                f"map {map_handle.name!r} is {map_handle.map_type.name}, not a PERF_EVENT_ARRAY",
+            )
         if page_cnt <= 0 or page_cnt & (page_cnt - 1):
             raise BpfError(errno.EINVAL, f"page_cnt must be a power of two, got {page_cnt}")
         self.m = machine
@@ -58,7 +70,11 @@ class PerfBufferConsumer:
         self.on_lost = on_lost
         kernel = machine.kernel
         self.process = kernel.facade if task_cpu is None else kernel.new_process("pb-consumer")
-        map_fd = map_handle.fd if task_cpu is None else kernel.dup_fd(kernel.facade, map_handle.fd, self.process)
+        map_fd = (
+            map_handle.fd
+            if task_cpu is None
+            else kernel.dup_fd(kernel.facade, map_handle.fd, self.process)
+        )
         from sim.user.syscall import UserCalls
 
         calls = kernel.facade_calls if task_cpu is None else UserCalls(kernel, self.process)
@@ -66,17 +82,27 @@ class PerfBufferConsumer:
         ncpus = min(machine.ncpus, map_handle.max_entries)
         for cpu in range(ncpus):
             calls.begin()
-            attr = uapi.PerfEventAttr(type=uapi.PERF_TYPE_SOFTWARE, size=uapi.PERF_ATTR_SIZE_VER8,
-                                      config=uapi.PERF_COUNT_SW_BPF_OUTPUT, sample_period=1,
-                                      sample_type=uapi.PERF_SAMPLE_RAW, wakeup_events=wakeup_events)
+            attr = uapi.PerfEventAttr(
+                type=uapi.PERF_TYPE_SOFTWARE,
+                size=uapi.PERF_ATTR_SIZE_VER8,
+                config=uapi.PERF_COUNT_SW_BPF_OUTPUT,
+                sample_period=1,
+                sample_type=uapi.PERF_SAMPLE_RAW,
+                wakeup_events=wakeup_events,
+            )
             fd = kernel.sys_perf_event_open(self.process, calls.put(attr.pack()), -1, cpu, -1, 0)
             base = kernel.sys_mmap(self.process, fd, (1 + page_cnt) * PAGE, 3, 0)
             kernel.sys_ioctl(self.process, fd, uapi.PERF_EVENT_IOC_ENABLE, 0)
             calls.begin()
-            elem = uapi.BpfMapElemAttr(map_fd=map_fd, key=calls.put(cpu.to_bytes(4, "little")),
-                                       value=calls.put(fd.to_bytes(4, "little")))
+            elem = uapi.BpfMapElemAttr(
+                map_fd=map_fd,
+                key=calls.put(cpu.to_bytes(4, "little")),
+                value=calls.put(fd.to_bytes(4, "little")),
+            )
             calls.bpf(BpfCmd.BPF_MAP_UPDATE_ELEM, elem.pack())
-            self.rings.append(_CpuRing(cpu, fd, base, page_cnt, kernel.perf_event_from_fd(self.process, fd).waitq))
+            self.rings.append(
+                _CpuRing(cpu, fd, base, page_cnt, kernel.perf_event_from_fd(self.process, fd).waitq)
+            )
         self.mm = self.process.mm
         self.samples = 0
         self.lost = 0
@@ -88,7 +114,9 @@ class PerfBufferConsumer:
         self.occupancy: list[tuple[int, int]] = []  # (time ns, bytes waiting over all CPUs)
         self.task = None
         if task_cpu is not None:
-            self.task = machine.spawn(self._task_body, cpu=task_cpu, comm="pb-consumer", process=self.process)
+            self.task = machine.spawn(
+                self._task_body, cpu=task_cpu, comm="pb-consumer", process=self.process
+            )
 
     def _u64(self, addr: int) -> int:
         return _U64.unpack(self.mm.read(addr, 8))[0]
@@ -108,11 +136,13 @@ class PerfBufferConsumer:
         while tail < head and (limit is None or n < limit):
             rtype, _misc, size = _HDR.unpack(self._copy(ring, tail, 8))
             if size < 8:
-                raise BpfError(errno.EINVAL, f"perf ring of CPU {ring.cpu}: record of size {size} at {tail}")
+                raise BpfError(
+                    errno.EINVAL, f"perf ring of CPU {ring.cpu}: record of size {size} at {tail}"
+                )
             body = self._copy(ring, tail + 8, size - 8)
             if rtype == uapi.PERF_RECORD_SAMPLE:
                 raw_size = int.from_bytes(body[:4], "little")
-                self.on_sample(ring.cpu, body[4:4 + raw_size])
+                self.on_sample(ring.cpu, body[4 : 4 + raw_size])
                 self.samples += 1
                 n += 1
             elif rtype == uapi.PERF_RECORD_LOST:
@@ -129,12 +159,18 @@ class PerfBufferConsumer:
         return sum(self._consume_ring(ring, limit) for ring in self.rings)
 
     def pending_bytes(self) -> int:
-        return sum(self._u64(r.meta + uapi.PERF_MMAP_PAGE_DATA_HEAD) - self._u64(r.meta + uapi.PERF_MMAP_PAGE_DATA_TAIL)
-                   for r in self.rings)
+        return sum(
+            self._u64(r.meta + uapi.PERF_MMAP_PAGE_DATA_HEAD)
+            - self._u64(r.meta + uapi.PERF_MMAP_PAGE_DATA_TAIL)
+            for r in self.rings
+        )
 
     def available(self) -> bool:
-        return any(self._u64(r.meta + uapi.PERF_MMAP_PAGE_DATA_TAIL) < self._u64(r.meta + uapi.PERF_MMAP_PAGE_DATA_HEAD)
-                   for r in self.rings)
+        return any(
+            self._u64(r.meta + uapi.PERF_MMAP_PAGE_DATA_TAIL)
+            < self._u64(r.meta + uapi.PERF_MMAP_PAGE_DATA_HEAD)
+            for r in self.rings
+        )
 
     def _task_body(self, task):
         # epoll over every CPU's event: woken by any of them.

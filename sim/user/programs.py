@@ -20,8 +20,14 @@ if TYPE_CHECKING:  # pragma: no cover
 LOG_BUF_SIZE = 64 * 1024
 _PREFIX = "BPF_PROG_TYPE_"
 #: libbpf's section-name spellings that differ from the type name.
-_ALIASES = {"tp": "TRACEPOINT", "raw_tp": "RAW_TRACEPOINT", "socket": "SOCKET_FILTER",
-            "tc": "SCHED_CLS", "perf_event": "PERF_EVENT", "kprobe": "KPROBE"}
+_ALIASES = {
+    "tp": "TRACEPOINT",
+    "raw_tp": "RAW_TRACEPOINT",
+    "socket": "SOCKET_FILTER",
+    "tc": "SCHED_CLS",
+    "perf_event": "PERF_EVENT",
+    "kprobe": "KPROBE",
+}
 
 
 def prog_type_from(value: BpfProgType | str | int) -> BpfProgType:
@@ -38,7 +44,7 @@ def prog_type_from(value: BpfProgType | str | int) -> BpfProgType:
         key = key if key.startswith(_PREFIX) else _PREFIX + key
         if key in BpfProgType.__members__:
             return BpfProgType[key]
-        choices = ", ".join(n[len(_PREFIX):].lower() for n in BpfProgType.__members__)
+        choices = ", ".join(n[len(_PREFIX) :].lower() for n in BpfProgType.__members__)
         raise ValueError(f"unknown program type {value!r}; choose one of: {choices}")
     raise ValueError(f"program type must be a BpfProgType, a name or a number, got {value!r}")
 
@@ -46,7 +52,9 @@ def prog_type_from(value: BpfProgType | str | int) -> BpfProgType:
 class ProgramHandle:
     """A loaded program's fd in the facade process."""
 
-    def __init__(self, machine: Machine, fd: int, name: str, prog_type: BpfProgType, section: str = ""):
+    def __init__(
+        self, machine: Machine, fd: int, name: str, prog_type: BpfProgType, section: str = ""
+    ):
         self.machine = machine
         self.fd = fd
         self.name = name
@@ -57,26 +65,41 @@ class ProgramHandle:
         return f"ProgramHandle(fd={self.fd}, name={self.name!r}, {self.prog_type.name})"
 
     @classmethod
-    def load(cls, m: Machine, insns: bytes, prog_type, name: str, section: str = "") -> ProgramHandle:
+    def load(
+        cls, m: Machine, insns: bytes, prog_type, name: str, section: str = ""
+    ) -> ProgramHandle:
         ptype = prog_type_from(prog_type)
         if not isinstance(insns, bytes | bytearray | memoryview):
             raise BpfError(errno.EINVAL, f"insns must be bytes, got {type(insns).__name__}")
         insns = bytes(insns)
         if not insns or len(insns) % 8:
-            raise BpfError(errno.EINVAL, f"program of {len(insns)} bytes is not a whole number of 8-byte instructions")
+            raise BpfError(
+                errno.EINVAL,
+                f"program of {len(insns)} bytes is not a whole number of 8-byte instructions",
+            )
         if not isinstance(name, str) or len(name.encode()) > uapi.BPF_OBJ_NAME_LEN - 1:
             raise BpfError(errno.EINVAL, f"program name {name!r} is longer than 15 bytes")
         calls = m.kernel.facade_calls
         calls.begin()
         attr = uapi.BpfProgLoadAttr(
-            prog_type=int(ptype), insn_cnt=len(insns) // 8, insns=calls.put(insns),
-            license=calls.put(b"GPL\0"), log_level=1, log_size=LOG_BUF_SIZE,
-            log_buf=calls.buffer(LOG_BUF_SIZE), prog_name=name.encode(),
+            prog_type=int(ptype),
+            insn_cnt=len(insns) // 8,
+            insns=calls.put(insns),
+            license=calls.put(b"GPL\0"),
+            log_level=1,
+            log_size=LOG_BUF_SIZE,
+            log_buf=calls.buffer(LOG_BUF_SIZE),
+            prog_name=name.encode(),
         )
         try:
             fd = calls.bpf(BpfCmd.BPF_PROG_LOAD, attr.pack())
         except BpfError as e:
-            log = calls.get(attr.log_buf, LOG_BUF_SIZE).split(b"\0", 1)[0].decode(errors="replace").strip()
+            log = (
+                calls.get(attr.log_buf, LOG_BUF_SIZE)
+                .split(b"\0", 1)[0]
+                .decode(errors="replace")
+                .strip()
+            )
             raise BpfError(e.errno, log or e.strerror) from None
         return cls(m, fd, name, ptype, section)
 

@@ -18,7 +18,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kbpf.errors import BpfError
-from kbpf.linux_bpf import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ, BpfMapType
+from kbpf.linux_bpf import (
+    BPF_RINGBUF_BUSY_BIT,
+    BPF_RINGBUF_DISCARD_BIT,
+    BPF_RINGBUF_HDR_SZ,
+    BpfMapType,
+)
 from sim.cpu.task import Run, Sleep, Wait
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,11 +39,22 @@ _HDR = struct.Struct("<II")
 class RingBufferConsumer:
     """``m.ring_buffer(map, callback)``: ``callback(data: bytes) -> int | None``."""
 
-    def __init__(self, machine: Machine, map_handle: MapHandle, callback: Callable[[bytes], int | None],
-                 task_cpu: int | None = None, per_record_ns: int = 100, poll_ns: int = 200,
-                 batch: int | None = None, interval_ns: int = 0):
+    def __init__(
+        self,
+        machine: Machine,
+        map_handle: MapHandle,
+        callback: Callable[[bytes], int | None],
+        task_cpu: int | None = None,
+        per_record_ns: int = 100,
+        poll_ns: int = 200,
+        batch: int | None = None,
+        interval_ns: int = 0,
+    ):
         if map_handle.map_type != BpfMapType.BPF_MAP_TYPE_RINGBUF:
-            raise BpfError(errno.EINVAL, f"map {map_handle.name!r} is {map_handle.map_type.name}, not a ring buffer")
+            raise BpfError(
+                errno.EINVAL,
+                f"map {map_handle.name!r} is {map_handle.map_type.name}, not a ring buffer",
+            )
         self.m = machine
         self.map = map_handle
         self.callback = callback
@@ -53,7 +69,9 @@ class RingBufferConsumer:
         self.mask = self.size - 1
         mm = self.process.mm
         self.cons_addr = kernel.sys_mmap(self.process, self.fd, PAGE, PROT_READ | PROT_WRITE, 0)
-        self.prod_addr = kernel.sys_mmap(self.process, self.fd, PAGE + 2 * self.size, PROT_READ, PAGE)
+        self.prod_addr = kernel.sys_mmap(
+            self.process, self.fd, PAGE + 2 * self.size, PROT_READ, PAGE
+        )
         self.data_addr = self.prod_addr + PAGE
         self.mm = mm
         self.consumed = 0  # records handed to the callback
@@ -67,7 +85,9 @@ class RingBufferConsumer:
         self.task = None
         self.waitq = kernel.map_from_fd(self.process, self.fd).waitq
         if task_cpu is not None:
-            self.task = machine.spawn(self._task_body, cpu=task_cpu, comm="rb-consumer", process=self.process)
+            self.task = machine.spawn(
+                self._task_body, cpu=task_cpu, comm="rb-consumer", process=self.process
+            )
 
     # -- reading the pages ---------------------------------------------------------------------
     def _u64(self, addr: int) -> int:

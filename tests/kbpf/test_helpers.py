@@ -8,7 +8,7 @@ import errno
 import pytest
 
 from kbpf.errors import BpfError
-from kbpf.helper import all_helper_specs, HELPERS, Ret, init_helper_functions, request_helpers
+from kbpf.helper import HELPERS, Ret, all_helper_specs, init_helper_functions, request_helpers
 from kbpf.helper.adapter import HelperSpec, adapt
 from kbpf.host import Callback, TaskInfo, Touch, drive
 from kbpf.linux_bpf import (

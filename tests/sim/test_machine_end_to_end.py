@@ -53,7 +53,9 @@ def test_lookup_past_the_end_of_an_array_returns_null_to_the_program():
     counts = m.create_map("array", key_size=4, value_size=8, max_entries=4)
     prog = m.load_program(count_program(counts.fd, key=5), name="count5")
     assert m.run_program(prog, cpu=1) == 0  # bpf_map_lookup_elem gave NULL
-    assert [int.from_bytes(counts.lookup(k.to_bytes(4, "little")), "little") for k in range(4)] == [0] * 4
+    assert [int.from_bytes(counts.lookup(k.to_bytes(4, "little")), "little") for k in range(4)] == [
+        0
+    ] * 4
 
 
 def test_run_program_returns_r0_and_advances_time():
@@ -69,7 +71,9 @@ def test_a_program_faulting_leaves_the_machine_usable():
     with pytest.raises(BpfError) as exc:
         m.run_program(bad)
     assert exc.value.errno == errno.EFAULT
-    assert "wild" in str(exc.value) and "0x1000" in str(exc.value) and "insn 2" in str(exc.value)  # lddw takes slots 0-1
+    assert (
+        "wild" in str(exc.value) and "0x1000" in str(exc.value) and "insn 2" in str(exc.value)
+    )  # lddw takes slots 0-1
     good = m.load_program(assemble("mov %r0, 7\nexit"), name="ok")
     assert m.run_program(good) == 7
     inv = m.submit(bad)
@@ -135,7 +139,8 @@ def test_map_handle_errors_name_the_expected_size():
 def test_per_cpu_array_values_are_per_cpu():
     m = Machine(cpus=2)
     pc = m.create_map("percpu_array", key_size=4, value_size=4, max_entries=1, name="pc")
-    prog = m.load_program(assemble(f"""
+    prog = m.load_program(
+        assemble(f"""
         stw [%r10-4], 0
         mov %r2, %r10
         add %r2, -4
@@ -148,7 +153,9 @@ def test_per_cpu_array_values_are_per_cpu():
     out:
         mov %r0, 0
         exit
-    """), name="pcinc")
+    """),
+        name="pcinc",
+    )
     for _ in range(3):
         m.submit(prog, cpu=0)
     m.submit(prog, cpu=1)

@@ -9,7 +9,6 @@ two ways the literature describes: a ticket lock's hand-off grows with the numbe
 import pytest
 
 from kbpf.errors import BpfError
-
 from kbpf.host import Lock
 from sim import Machine
 

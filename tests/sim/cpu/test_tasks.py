@@ -82,6 +82,7 @@ def test_round_robin_time_slices_and_migration():
             for _ in range(3):
                 yield Run(s.slice_ps // 1000)
                 order.append((name, task.cpu))
+
         return body
 
     a = m.spawn(spinner("a"), cpu=0)

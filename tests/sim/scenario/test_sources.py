@@ -17,14 +17,24 @@ def run_source(spec: dict, cpus=1, program=READ_U32, seed=0, index=0):
     invs = []
     src = SourceSpec.model_validate(spec)
     for cpu in range(cpus):
-        SourceProcess(m, index, src, cpu, lambda c, ctx: [m.submit(prog, cpu=c, ctx=ctx)], invs.append, seed)
+        SourceProcess(
+            m, index, src, cpu, lambda c, ctx: [m.submit(prog, cpu=c, ctx=ctx)], invs.append, seed
+        )
     m.env.run()
     return m, invs
 
 
 def test_periodic_arrivals_fire_every_interval_from_the_start():
-    _, invs = run_source({"program": "p", "count": 5, "arrival": "periodic", "interval_ns": 1000,
-                          "start_ns": 300, "field": [{"dist": "sequence", "start": 7}]})
+    _, invs = run_source(
+        {
+            "program": "p",
+            "count": 5,
+            "arrival": "periodic",
+            "interval_ns": 1000,
+            "start_ns": 300,
+            "field": [{"dist": "sequence", "start": 7}],
+        }
+    )
     assert [inv.start_ns for inv in invs] == [300, 1300, 2300, 3300, 4300]
     assert [inv.r0 for inv in invs] == [7, 8, 9, 10, 11]
 
@@ -43,16 +53,32 @@ def test_poisson_gaps_average_the_interval():
 
 
 def test_bursts_and_duration():
-    _, invs = run_source({"program": "p", "duration_ns": 10_000, "arrival": "burst", "interval_ns": 4000,
-                          "burst_size": 3})
+    _, invs = run_source(
+        {
+            "program": "p",
+            "duration_ns": 10_000,
+            "arrival": "burst",
+            "interval_ns": 4000,
+            "burst_size": 3,
+        }
+    )
     starts = [inv.start_ns for inv in invs]
     assert len(invs) == 9  # bursts at 0, ~4000 and ~8000 ns
     assert starts[3] - starts[2] == 4000 and starts[1] == invs[0].end_ns
 
 
 def test_zipf_keys_favour_rank_zero_and_fields_pack_in_order():
-    m, invs = run_source({"program": "p", "count": 2000,
-                          "field": [{"dist": "zipf", "s": 1.2, "n": 100}, {"dist": "cpu"}, {"dist": "time", "size": 8}]})
+    m, invs = run_source(
+        {
+            "program": "p",
+            "count": 2000,
+            "field": [
+                {"dist": "zipf", "s": 1.2, "n": 100},
+                {"dist": "cpu"},
+                {"dist": "time", "size": 8},
+            ],
+        }
+    )
     keys = np.bincount([inv.r0 for inv in invs], minlength=100)
     assert keys[0] == keys.max() and keys[0] > 5 * keys[10] and keys.sum() == 2000
     ctx = invs[5].ctx
@@ -70,12 +96,18 @@ def test_each_source_and_cpu_has_its_own_stream():
     assert [i.r0 for i in alone] != [i.r0 for i in other_seed]
 
 
-@pytest.mark.parametrize("spec, msg", [
-    ({"program": "p"}, "give 'count'"),
-    ({"program": "p", "tracepoint": "a/b", "count": 1}, "exactly one of"),
-    ({"program": "p", "count": 1, "arrival": "poisson"}, "interval_ns > 0"),
-    ({"program": "p", "count": 1, "field": [{"dist": "uniform", "low": 5, "high": 1}]}, "low <= high"),
-])
+@pytest.mark.parametrize(
+    "spec, msg",
+    [
+        ({"program": "p"}, "give 'count'"),
+        ({"program": "p", "tracepoint": "a/b", "count": 1}, "exactly one of"),
+        ({"program": "p", "count": 1, "arrival": "poisson"}, "interval_ns > 0"),
+        (
+            {"program": "p", "count": 1, "field": [{"dist": "uniform", "low": 5, "high": 1}]},
+            "low <= high",
+        ),
+    ],
+)
 def test_bad_sources_are_refused(spec, msg):
     with pytest.raises(ValueError, match=msg):
         SourceSpec.model_validate(spec)

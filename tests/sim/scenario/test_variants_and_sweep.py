@@ -2,7 +2,6 @@
 
 import json
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -71,7 +70,9 @@ def test_variants_run_with_the_same_seed_and_checks_compare_them(scenario, tmp_p
     assert outcome.base.metrics["map.counts.value.0"] == 100
     assert outcome.variants["four"].metrics["map.counts.value.0"] == 200
     assert outcome.checks_passed and outcome.checks[0].values == {
-        "variant.four.invocations": 200, "base.invocations": 100}
+        "variant.four.invocations": 200,
+        "base.invocations": 100,
+    }
     plots = write_results(outcome, tmp_path / "out")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["variants"]["four"]["metrics"]["invocations"] == 200
@@ -79,14 +80,20 @@ def test_variants_run_with_the_same_seed_and_checks_compare_them(scenario, tmp_p
 
 
 def test_a_bad_variant_override_names_the_variant(tmp_path, scenario):
-    scenario.write_text(SCENARIO.format(type="array").replace('"machine.cpus" = 4', '"machine.cpuz" = 4'))
+    scenario.write_text(
+        SCENARIO.format(type="array").replace('"machine.cpus" = 4', '"machine.cpuz" = 4')
+    )
     with pytest.raises(ScenarioError, match=r"variant\[0\] \(four\).*machine.cpuz: unknown key"):
         run_scenario(scenario)
 
 
 def test_grid_parsing_and_points():
     grid = parse_grid(("machine.cpus=1,2", 'machine.locking="linux","kbpf"', "x=[1, 2],[3]"))
-    assert grid == [("machine.cpus", [1, 2]), ("machine.locking", ["linux", "kbpf"]), ("x", [[1, 2], [3]])]
+    assert grid == [
+        ("machine.cpus", [1, 2]),
+        ("machine.locking", ["linux", "kbpf"]),
+        ("x", [[1, 2], [3]]),
+    ]
     assert len(grid_points(grid)) == 8
     with pytest.raises(ScenarioError, match="expected KEY=V1,V2"):
         parse_grid(("machine.cpus",))
@@ -111,7 +118,11 @@ def test_a_point_that_errs_is_reported_not_raised(scenario):
 
 def test_sweep_on_a_local_dask_cluster(scenario):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         result = run_sweep(scenario, parse_grid(("machine.cpus=1,2",)), client.get_executor())
     assert [p["metrics"]["invocations"] for p in result.points] == [50, 100]
