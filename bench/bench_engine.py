@@ -19,34 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from baseline import baseline  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from kbpf.insn import EbpfInst, encode_all  # noqa: E402
 from sim.cpu.engine import Budget, Region, RegionSet, compile_program  # noqa: E402
 
 STACK_TOP = 0x7FFF_0000_0000
 DATA = 0x1_0000_0000
-
-
-def baseline(n_iter: int) -> int:
-    """The reference loop (it computes ``r0 = sum(range(N))``); returns instructions run."""
-    code = [(0, 0, 1), (1, 1, 1), (2, 1, n_iter)]
-    regs = [0, 0]
-    pc = 0
-    n = 0
-    while True:
-        op, a, b = code[pc]
-        n += 1
-        if op == 0:
-            regs[0] = (regs[0] + regs[1]) & 0xFFFFFFFFFFFFFFFF
-            pc = 1
-        elif op == 1:
-            regs[1] = (regs[1] + b) & 0xFFFFFFFFFFFFFFFF
-            pc = 2
-        else:
-            if regs[1] < b:
-                pc = 0
-            else:
-                break
-    return n
 
 
 def I(opc, dst=0, src=0, off=0, imm=0):  # noqa: E743 - reads like the kernel's BPF_* macros

@@ -31,31 +31,10 @@ import simpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from baseline import baseline  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from kbpf.asm import assemble  # noqa: E402
 from sim import Machine  # noqa: E402
-
-
-def baseline(n_iter: int) -> int:
-    """The reference loop (it computes ``r0 = sum(range(N))``); returns instructions run."""
-    code = [(0, 0, 1), (1, 1, 1), (2, 1, n_iter)]
-    regs = [0, 0]
-    pc = 0
-    n = 0
-    while True:
-        op, a, b = code[pc]
-        n += 1
-        if op == 0:
-            regs[0] = (regs[0] + regs[1]) & 0xFFFFFFFFFFFFFFFF
-            pc = 1
-        elif op == 1:
-            regs[1] = (regs[1] + b) & 0xFFFFFFFFFFFFFFFF
-            pc = 2
-        else:
-            if regs[1] < b:
-                pc = 0
-            else:
-                break
-    return n
 
 
 def alu_machine(n_iter: int):

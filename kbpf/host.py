@@ -282,6 +282,23 @@ class LockOrderError(RuntimeError):
     a real kernel that is a self-deadlock, so it is a bug, never a wait."""
 
 
+def recorded(op: Op, log: list) -> Op:
+    """The trace hook: pass ``op``'s requests through to whatever drives it, appending each to
+    ``log`` — which locks it took, which lines it touched, what work it reported.
+
+    ``drive(recorded(map.update_elem(k, v, 0), log), host)`` runs the update and leaves its
+    requests in ``log``.
+    """
+    answer = None
+    while True:
+        try:
+            req = op.send(answer)
+        except StopIteration as done:
+            return done.value
+        log.append(req)
+        answer = yield req
+
+
 def drive(op: Op, host: KernelAuxiliaryOps) -> Any:
     """Run a request generator to completion, answering every request at once; return its value.
 

@@ -2,20 +2,9 @@
 pushed to the current CPU's list, popped from the current CPU first and then from the others."""
 
 from kbpf.host import Acquire, Release, Touch, drive
+from kbpf.host import recorded as recording
 from kbpf.map.freelist import FREELIST_LOCK_OFFSET, PcpuFreelist
 from tests.kbpf.testhost import TestHost
-
-
-def recording(op, log):
-    """Pass ``op``'s requests through to the driver, keeping a copy of each in ``log``."""
-    answer = None
-    while True:
-        try:
-            req = op.send(answer)
-        except StopIteration as done:
-            return done.value
-        log.append(req)
-        answer = yield req
 
 
 def make(ncpus=4, nodes=10):

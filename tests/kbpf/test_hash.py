@@ -12,6 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from kbpf.errors import ENOTSUPP, BpfError
 from kbpf.host import SYNC_OWNER, Acquire, Release, TaskInfo, Touch, Work, drive
+from kbpf.host import recorded as recording
 from kbpf.linux_bpf import (
     BPF_ANY,
     BPF_EXIST,
@@ -59,18 +60,6 @@ def fails(code, op, host):
         drive(op, host)
     assert e.value.errno == code, str(e.value)
     return e.value
-
-
-def recording(op, log):
-    """Pass ``op``'s requests through to the driver, keeping a copy of each in ``log``."""
-    answer = None
-    while True:
-        try:
-            req = op.send(answer)
-        except StopIteration as done:
-            return done.value
-        log.append(req)
-        answer = yield req
 
 
 def bucket_of(k, n_buckets):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from kbpf.errors import ENOTSUPP, BpfError
-from kbpf.host import SYNC_OWNER, Acquire, Callback, Release, TaskInfo, Touch, Work, drive
+from kbpf.host import SYNC_OWNER, Acquire, Callback, Release, TaskInfo, Touch, Work, drive, recorded
 from kbpf.linux_bpf import (
     BPF_ANY,
     BPF_EXIST,
@@ -52,18 +52,6 @@ LRU, PLRU = "lru_hash", "lru_percpu_hash"
 # -------------------------------------------------------------------------------------------------
 # Helpers
 # -------------------------------------------------------------------------------------------------
-
-
-def recorded(op, log: list):
-    """Pass ``op``'s requests through to the driver, keeping a copy of each in ``log``."""
-    answer = None
-    while True:
-        try:
-            req = op.send(answer)
-        except StopIteration as done:
-            return done.value
-        log.append(req)
-        answer = yield req
 
 
 def on(host, cpu, op, log=None):

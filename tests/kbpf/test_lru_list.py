@@ -14,7 +14,7 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from kbpf.host import Acquire, Lock, Release, Touch, Work, drive
+from kbpf.host import Acquire, Lock, Release, Touch, Work, drive, recorded
 from kbpf.map.lru_list import (
     BPF_LRU_LIST_T_ACTIVE,
     BPF_LRU_LIST_T_FREE,
@@ -77,18 +77,6 @@ class Table:
         self.evicted.append(key)
         yield Work("lru_evict")
         return True
-
-
-def recorded(op, log: list):
-    """Forward ``op``'s requests to the driver, keeping a copy of each."""
-    answer = None
-    while True:
-        try:
-            req = op.send(answer)
-        except StopIteration as done:
-            return done.value
-        log.append(req)
-        answer = yield req
 
 
 def run(op, host, log=None):
