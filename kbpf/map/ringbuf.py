@@ -335,6 +335,9 @@ class RingBufMap(BpfMapOps):
         yield Touch(self.consumer_pos_addr, 8)
         cons_pos = self.consumer_pos() & self.mask
         if flags & BPF_RB_FORCE_WAKEUP or (cons_pos == rec_pos and not flags & BPF_RB_NO_WAKEUP):
+            # Linux queues irq_work whose handler wakes the wait queue on this CPU: the producer
+            # pays for the wake-up (reported, for the host to price).
+            yield Work("ringbuf_wakeup")
             self.poll_waker.wake_up()
             return True
         return False

@@ -39,4 +39,16 @@ int mix(struct mix_ctx *ctx)
 	return *v == key ? 2 : 3;
 }
 
+/* Fill: insert key ctx[0] (the scenario fires it once per key before measuring, so that the
+ * measured lookups find their keys, as in a long-running system). */
+SEC("tracepoint/demo/fill")
+int fill(__u32 *ctx)
+{
+	__u32 key = ctx[0];
+	__u64 val = key;
+
+	bpf_map_update_elem(&m, &key, &val, BPF_ANY);
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "GPL";

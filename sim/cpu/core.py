@@ -249,10 +249,8 @@ class Core:
         access = self.access
         work_ps = m.work_ps
         stats = m.stats
-        # The map this call works on (helpers take it first, perf_event_output second): what
-        # the per-map operation and work counts are keyed by.
-        maps = m.kernel.maps_by_addr
-        target = args[0] if args[0] in maps else args[1] if args[1] in maps else 0
+        # The map this call works on: what the per-map operation and work counts are keyed by.
+        target = m.kernel.helper_map(hid, args)
         r0 = 0
         try:
             while True:
@@ -263,6 +261,10 @@ class Core:
                 except StopIteration as done:
                     r0 = done.value
                     break
+                finally:
+                    if m.kernel.waker_charge_ps:
+                        t += m.kernel.waker_charge_ps
+                        m.kernel.waker_charge_ps = 0
                 answer = None
                 kind = req.__class__
                 if kind is Touch:

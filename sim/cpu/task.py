@@ -70,19 +70,23 @@ class WaitQueue:
         self.wakeups = 0  # wake_up() calls that woke at least one task
         self.calls = 0  # every wake_up() call
 
-    def wake_up(self, scheduler: Scheduler, at_ps: int | None = None) -> None:
+    def wake_up(self, scheduler: Scheduler, at_ps: int | None = None) -> int:
         """Wake every waiter; ``at_ps`` is the waker's local time when it runs ahead of the
-        event clock (a core inside a helper)."""
+        event clock (a core inside a helper).  Returns how many tasks it woke: waking a sleeper
+        costs the waker time, an empty queue costs nothing."""
+        woke = 0
         if self.forward_to is not None:
-            self.forward_to.wake_up(scheduler, at_ps)
+            woke += self.forward_to.wake_up(scheduler, at_ps)
         self.calls += 1
         if not self.waiters:
             self.pending += 1
-            return
+            return woke
         self.wakeups += 1
         while self.waiters:
             scheduler.wake(self.waiters.popleft(), self.pending + 1, at_ps)
+            woke += 1
         self.pending = 0
+        return woke
 
 
 @dataclass(eq=False)
@@ -121,6 +125,7 @@ class Scheduler:
         self.switch_ps = p.get_ps("sched", "context_switch_ns")
         self.migration_ps = p.get_ps("sched", "migration_ns")
         self.slice_ps = p.get_ps("sched", "time_slice_ns")
+        self.waker_cost_ps = p.get_ps("sched", "waker_cost_ns")
         self.tasks: list[Task] = []
 
     #: States in which a task has work: ``Machine.run()`` keeps going while any task is in one.

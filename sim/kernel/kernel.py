@@ -54,6 +54,26 @@ WRITABLE_CTX_TYPES = frozenset(
 #: For helpers whose map is the second argument (perf_event_output, tail_call), see kbpf_lock_for.
 
 
+#: Helper id -> the argument (0-based) that is a map (Linux's ``ARG_CONST_MAP_PTR``).
+MAP_ARG = {
+    1: 0,
+    2: 0,
+    3: 0,
+    25: 1,
+    87: 0,
+    88: 0,
+    89: 0,
+    130: 0,
+    131: 0,
+    134: 0,
+    164: 0,
+    195: 0,
+    198: 0,
+}
+#: Ring-buffer helpers handed a record (ringbuf submit/discard) rather than the map.
+RECORD_ARG = frozenset({132, 133})
+
+
 @dataclass(eq=False)
 class MapFile:
     """The kernel object behind a map fd: the kbpf map and who holds it."""
@@ -78,7 +98,10 @@ class MapPollWaker:
 
     def wake_up(self) -> None:
         k = self.kernel
-        self.waitq.wake_up(k.m.scheduler, k.cpu_time_ps(k.host.cpu))
+        sched = k.m.scheduler
+        if self.waitq.wake_up(sched, k.cpu_time_ps(k.host.cpu)):
+            # Waking a sleeping reader costs the waking CPU (try_to_wake_up and an IPI).
+            k.waker_charge_ps += sched.waker_cost_ps
 
 
 @dataclass(eq=False)
@@ -129,6 +152,7 @@ class Kernel:
         self.host = SimHost(self)
         self.maps_by_addr: dict[int, Any] = {}
         self.dynamic_maps: list[MapFile] = []
+        self.waker_charge_ps = 0  # time owed by the CPU whose helper just woke a task
         self._map_files: dict[int, MapFile] = {}  # map addr -> file
         self._next_pid = 100
         self._next_id = 1  # map and program ids (Linux's idr), shared here for simplicity
@@ -371,14 +395,29 @@ class Kernel:
         return proc.mm.mmap_frames([p >> 12 for p in phys], prot)
 
     # -- helpers ---------------------------------------------------------------------------
+    def helper_map(self, hid: int, args: tuple[int, ...]) -> int:
+        """The address of the map a helper call works on (0: none): the argument Linux types
+        ``ARG_CONST_MAP_PTR`` (``MAP_ARG``), or for ring-buffer submit/discard the ring whose
+        live reservation holds the record."""
+        index = MAP_ARG.get(hid)
+        if index is not None:
+            addr = args[index]
+            return addr if addr in self.maps_by_addr else 0
+        if hid in RECORD_ARG:
+            sample = args[0]
+            for mf in self.dynamic_maps:
+                if any(r.start <= sample < r.end for r in mf.regions):
+                    return mf.umap.addr
+        return 0
+
     def kbpf_lock_for(self, hid: int, args: tuple[int, ...]):
         """Under ``locking = "kbpf"``: the lock of the map a helper call works on, if any.
 
         A kernel built on kbpf-basic as written takes one lock per map around every helper that
-        is handed a map; we recognise the map by address in the first two arguments.
+        is handed a map (:meth:`helper_map`).
         """
-        umap = self.maps_by_addr.get(args[0]) or self.maps_by_addr.get(args[1])
-        return None if umap is None else umap.lock
+        addr = self.helper_map(hid, args)
+        return self.maps_by_addr[addr].lock if addr else None
 
     def call_functional(self, prog: ProgFile, cpu: int, func: int, args: tuple[int, ...]) -> int:
         return prog.compiled.call(

@@ -44,8 +44,13 @@ class Harness:
         return calls.put(data)
 
     def create_map(self, map_type, key_size=4, value_size=8, max_entries=4, flags=0, waker=None):
-        attr = BpfMapCreateAttr(map_type=int(BpfMapType.parse(map_type)), key_size=key_size,
-                                value_size=value_size, max_entries=max_entries, map_flags=flags)
+        attr = BpfMapCreateAttr(
+            map_type=int(BpfMapType.parse(map_type)),
+            key_size=key_size,
+            value_size=value_size,
+            max_entries=max_entries,
+            map_flags=flags,
+        )
         umap = bpf_map_create(BpfMapMeta.from_attr(attr.pack()), self.host, self.host, waker)
         if self.kind == "test":
             self.host.install_map(umap)
@@ -130,13 +135,17 @@ def test_the_idle_task_and_the_seeded_random_stream(h):
     assert [again.host.random_u32() for _ in range(5)] == draws  # same seed, same stream
 
 
-@pytest.mark.parametrize("map_type", ["array", "hash", "lru_hash", "percpu_array", "percpu_hash",
-                                      "lru_percpu_hash"])
+@pytest.mark.parametrize(
+    "map_type", ["array", "hash", "lru_hash", "percpu_array", "percpu_hash", "lru_percpu_hash"]
+)
 def test_every_keyed_family_updates_and_looks_up_through_the_host(h, map_type):
     umap = h.create_map(map_type, max_entries=8)
     for k in range(4):
         h.set_cpu(k % 4)
-        drive(umap.ops.update_elem(k.to_bytes(4, "little"), (100 + k).to_bytes(8, "little"), BPF_ANY), h.host)
+        drive(
+            umap.ops.update_elem(k.to_bytes(4, "little"), (100 + k).to_bytes(8, "little"), BPF_ANY),
+            h.host,
+        )
     for k in range(4):
         h.set_cpu(k % 4)
         addr = drive(umap.ops.lookup_elem(k.to_bytes(4, "little")), h.host)
@@ -149,7 +158,7 @@ def test_cpu_2s_per_cpu_value_is_at_the_address_the_host_gave_cpu_2(h):
     addr = drive(umap.ops.lookup_elem((1).to_bytes(4, "little")), h.host)
     h.host.write(addr, (77).to_bytes(8, "little"))
     values = drive(umap.ops.sys_lookup_elem((1).to_bytes(4, "little"), 0), h.host)
-    assert [int.from_bytes(values[8 * c:8 * c + 8], "little") for c in range(4)] == [0, 0, 77, 0]
+    assert [int.from_bytes(values[8 * c : 8 * c + 8], "little") for c in range(4)] == [0, 0, 77, 0]
 
 
 def test_the_helper_table_and_a_ring_buffer_on_the_host(h):

@@ -17,7 +17,9 @@ def bpf(m: Machine, cmd: int, attr: bytes) -> int:
 
 
 def map_create_attr(**kw) -> bytes:
-    fields = dict(map_type=int(uapi.BpfMapType.BPF_MAP_TYPE_ARRAY), key_size=4, value_size=8, max_entries=2)
+    fields = dict(
+        map_type=int(uapi.BpfMapType.BPF_MAP_TYPE_ARRAY), key_size=4, value_size=8, max_entries=2
+    )
     fields.update(kw)
     return uapi.BpfMapCreateAttr(**fields).pack()
 
@@ -78,7 +80,8 @@ def test_a_map_lives_while_a_program_holds_it():
 
     m = Machine(cpus=1)
     arr = m.create_map("array", key_size=4, value_size=8, max_entries=1)
-    prog = m.load_program(assemble(f"""
+    prog = m.load_program(
+        assemble(f"""
         stw [%r10-4], 0
         mov %r2, %r10
         add %r2, -4
@@ -91,7 +94,9 @@ def test_a_map_lives_while_a_program_holds_it():
         exit
     out:
         exit
-    """), name="inc")
+    """),
+        name="inc",
+    )
     assert m.run_program(prog) == 1
     arr.close()  # the program still holds the map
     assert m.run_program(prog) == 2

@@ -126,8 +126,9 @@ def test_three_producers_and_a_consumer_task_deliver_each_record_once_in_reserva
     seq = m.create_map("percpu_array", key_size=4, value_size=8, max_entries=1, name="seq")
     prog = m.load_program(sequenced_producer(rb.fd, seq.fd), name="emit")
     got = []
-    cons = m.ring_buffer(rb, lambda data: got.append(struct.unpack("<IIQ", data)), task_cpu=0,
-                         per_record_ns=2000)
+    cons = m.ring_buffer(
+        rb, lambda data: got.append(struct.unpack("<IIQ", data)), task_cpu=0, per_record_ns=2000
+    )
     m.run()
     t0 = m.now_ns
     invs = [m.submit(prog, cpu=c, at_ns=t0 + 50 * k) for k in range(300) for c in (1, 2, 3)]
@@ -139,4 +140,24 @@ def test_three_producers_and_a_consumer_task_deliver_each_record_once_in_reserva
         seqs = [s for c, _, s in got if c == cpu]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert cons.task.wakeups >= 1 and cons.polls > 1  # woken, then reading while data keeps coming
-    print(f"records {len(got)}, dropped {dropped}, consumer wake-ups {cons.task.wakeups}, reads {cons.polls}")
+    print(
+        f"records {len(got)}, dropped {dropped}, consumer wake-ups {cons.task.wakeups}, reads {cons.polls}"
+    )
+
+
+def test_waking_a_sleeping_reader_costs_the_producer_and_no_wakeup_does_not():
+    """A commit that wakes a sleeping reader pays for try_to_wake_up and the IPI on the
+    producer's CPU (preset sched.waker_cost_ns); BPF_RB_NO_WAKEUP skips the wake-up and its cost."""
+    lengths = {}
+    for flags in (0, 1):  # 1 = BPF_RB_NO_WAKEUP
+        m = Machine(cpus=2)
+        rb = m.create_map("ringbuf", max_entries=4096, name="events")
+        prog = m.load_program(producer(rb.fd, flags=flags), name="emit")
+        cons = m.ring_buffer(rb, lambda data: None, task_cpu=0)
+        m.run()  # the reader sleeps in poll
+        inv = m.submit(prog, cpu=1)
+        m.run()
+        lengths[flags] = (inv.end_ns - inv.start_ns, cons.task.wakeups)
+    (woke_ns, woken), (quiet_ns, not_woken) = lengths[0], lengths[1]
+    assert (woken, not_woken) == (1, 0)
+    assert woke_ns - quiet_ns >= Machine(cpus=1).scheduler.waker_cost_ps // 1000 - 1
