@@ -261,10 +261,6 @@ class Core:
                 except StopIteration as done:
                     r0 = done.value
                     break
-                finally:
-                    if m.kernel.waker_charge_ps:
-                        t += m.kernel.waker_charge_ps
-                        m.kernel.waker_charge_ps = 0
                 answer = None
                 kind = req.__class__
                 if kind is Touch:

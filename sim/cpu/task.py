@@ -73,7 +73,7 @@ class WaitQueue:
     def wake_up(self, scheduler: Scheduler, at_ps: int | None = None) -> int:
         """Wake every waiter; ``at_ps`` is the waker's local time when it runs ahead of the
         event clock (a core inside a helper).  Returns how many tasks it woke: waking a sleeper
-        costs the waker time, an empty queue costs nothing."""
+        is counted; a wake-up with nobody waiting is remembered as pending."""
         woke = 0
         if self.forward_to is not None:
             woke += self.forward_to.wake_up(scheduler, at_ps)
@@ -125,7 +125,6 @@ class Scheduler:
         self.switch_ps = p.get_ps("sched", "context_switch_ns")
         self.migration_ps = p.get_ps("sched", "migration_ns")
         self.slice_ps = p.get_ps("sched", "time_slice_ns")
-        self.waker_cost_ps = p.get_ps("sched", "waker_cost_ns")
         self.tasks: list[Task] = []
 
     #: States in which a task has work: ``Machine.run()`` keeps going while any task is in one.

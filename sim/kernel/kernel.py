@@ -97,11 +97,10 @@ class MapPollWaker:
         self.waitq = waitq
 
     def wake_up(self) -> None:
+        # The producer pays for the notification through the Work kbpf reports with it
+        # ("ringbuf_wakeup", "perf_wakeup"), priced by the preset.
         k = self.kernel
-        sched = k.m.scheduler
-        if self.waitq.wake_up(sched, k.cpu_time_ps(k.host.cpu)):
-            # Waking a sleeping reader costs the waking CPU (try_to_wake_up and an IPI).
-            k.waker_charge_ps += sched.waker_cost_ps
+        self.waitq.wake_up(k.m.scheduler, k.cpu_time_ps(k.host.cpu))
 
 
 @dataclass(eq=False)
@@ -152,7 +151,6 @@ class Kernel:
         self.host = SimHost(self)
         self.maps_by_addr: dict[int, Any] = {}
         self.dynamic_maps: list[MapFile] = []
-        self.waker_charge_ps = 0  # time owed by the CPU whose helper just woke a task
         self._map_files: dict[int, MapFile] = {}  # map addr -> file
         self._next_pid = 100
         self._next_id = 1  # map and program ids (Linux's idr), shared here for simplicity

@@ -146,8 +146,8 @@ def test_three_producers_and_a_consumer_task_deliver_each_record_once_in_reserva
 
 
 def test_waking_a_sleeping_reader_costs_the_producer_and_no_wakeup_does_not():
-    """A commit that wakes a sleeping reader pays for try_to_wake_up and the IPI on the
-    producer's CPU (preset sched.waker_cost_ns); BPF_RB_NO_WAKEUP skips the wake-up and its cost."""
+    """A commit that notifies the reader pays for the irq_work that wakes it on the producer's
+    CPU (preset work.ringbuf_wakeup_ps); BPF_RB_NO_WAKEUP skips the notification and its cost."""
     lengths = {}
     for flags in (0, 1):  # 1 = BPF_RB_NO_WAKEUP
         m = Machine(cpus=2)
@@ -160,4 +160,4 @@ def test_waking_a_sleeping_reader_costs_the_producer_and_no_wakeup_does_not():
         lengths[flags] = (inv.end_ns - inv.start_ns, cons.task.wakeups)
     (woke_ns, woken), (quiet_ns, not_woken) = lengths[0], lengths[1]
     assert (woken, not_woken) == (1, 0)
-    assert woke_ns - quiet_ns >= Machine(cpus=1).scheduler.waker_cost_ps // 1000 - 1
+    assert woke_ns - quiet_ns >= Machine(cpus=1).work_ps["ringbuf_wakeup"] // 1000 - 1
