@@ -302,6 +302,25 @@ class Machine:
             raise BpfError(errno.ENOENT, f"map {map_handle.name!r} has no key {key}")
         return addr
 
+    def record_timeline(self) -> list:
+        """Start recording lock waits and cache-line transfers per CPU into
+        ``self.stats.timeline`` (for timeline plots): each core's access goes through a wrapper
+        that notes the accesses that moved a line.  Costs time only when asked for."""
+        timeline = self.stats.timeline = []
+        cache = self.cache
+        for core in self.cores:
+            raw = core.access
+
+            def access(addr, size, write, t, raw=raw, cpu=core.id):
+                before = cache.transfers
+                lat = raw(addr, size, write, t)
+                if cache.transfers != before:
+                    timeline.append((cpu, "transfer", t, t + lat, addr))
+                return lat
+
+            core.access = access
+        return timeline
+
     # -- consumers --------------------------------------------------------------------------
     def ring_buffer(self, map_handle, callback, task_cpu: int | None = None, **options):
         """A libbpf-like ring-buffer consumer on ``map_handle`` (see :mod:`sim.user.ringbuf`)."""

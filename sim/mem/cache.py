@@ -167,6 +167,8 @@ class CacheModel:
         #: copies invalidated by writes and by inclusive LLC evictions, machine-wide
         self.invalidations = 0
         self.back_invalidations = 0
+        #: cache-line transfers between cores, machine-wide (the per-line counts summed)
+        self.transfers = 0
         # Per line (physical line number): [transfers, invalidations, waits, wait_ps].
         self._line_stats: dict[int, list[int]] = {}
         self.touch = self.access
@@ -237,6 +239,7 @@ class CacheModel:
             # Exclusive to this core's other thread: it moves to this thread.
             self._n[REMOTE][cpu] += 1
             self._stat(line)[0] += 1
+            self.transfers += 1
             new = cpu if write else _SHARED
             self._set_core_state(core, line, new)
             e[_OWNER] = new
@@ -279,6 +282,7 @@ class CacheModel:
             cost = self._xfer[cpu][owner]
             self._n[REMOTE][cpu] += 1
             self._stat(line)[0] += 1
+            self.transfers += 1
             if write:
                 self._invalidate(line, e, sharers)
                 sharers = 0
@@ -294,6 +298,7 @@ class CacheModel:
                 data = min(self._xfer[cpu][k] for k in _bits(sharers))
                 self._n[REMOTE][cpu] += 1
                 self._stat(line)[0] += 1
+                self.transfers += 1
             if write:
                 cost = max(data, self._farthest(cpu, sharers))
                 self._invalidate(line, e, sharers)
@@ -310,6 +315,7 @@ class CacheModel:
                 cost = min(self._llc_xfer[cpu][x] for x in _bits(e[_LLC]))
                 self._n[REMOTE][cpu] += 1
                 self._stat(line)[0] += 1
+                self.transfers += 1
             else:
                 cost = self.dram_ps
                 self._n[DRAM][cpu] += 1

@@ -118,8 +118,9 @@ def plot_sweep(metric: str, grid, points, path: Path) -> Path:
 def plot_timeline(
     records, lock_waits, ncpus: int, path: Path, title: str | None = None, max_spans: int = 4000
 ) -> Path:
-    """Per-CPU timeline: program runs (one colour per program) and lock waits (red), from the
-    run's own records.  Long runs show their first ``max_spans`` spans per kind."""
+    """Per-CPU timeline: program runs (one colour per program), lock waits (red) and cache-line
+    transfers (black), from the run's own records.  Long runs show their first ``max_spans``
+    spans per kind."""
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * ncpus))
     names = sorted({r[0] for r in records})
     cmap = plt.get_cmap("tab10")
@@ -134,22 +135,29 @@ def plot_timeline(
                     facecolors=cmap(i % 10),
                     label=name if cpu == min(c for c, _, _ in spans) else None,
                 )
-    waits = lock_waits[:max_spans]
-    for cpu in range(ncpus):
-        bars = [(s / 1e6, (e - s) / 1e6) for c, _kind, s, e, _n in waits if c == cpu]
-        if bars:
-            ax.broken_barh(
-                bars,
-                (cpu + 0.2, 0.2),
-                facecolors="tab:red",
-                label="lock wait" if cpu == min(w[0] for w in waits) else None,
-            )
+    # Lock waits (red) and cache-line transfers (black) below each CPU's program runs.
+    events = lock_waits
+    for kind, colour, label, y, height in (
+        ("lock", "tab:red", "lock wait", 0.2, 0.2),
+        ("transfer", "black", "line transfer", 0.42, 0.12),
+    ):
+        spans = [ev for ev in events if ev[1] == kind][:max_spans]
+        for cpu in range(ncpus):
+            bars = [(s / 1e6, max(e - s, 1) / 1e6) for c, _k, s, e, _n in spans if c == cpu]
+            if bars:
+                first = cpu == min(ev[0] for ev in spans)
+                ax.broken_barh(
+                    bars, (cpu + y, height), facecolors=colour, label=label if first else None
+                )
+    waits = events
     ax.set_yticks(range(ncpus), [f"CPU {c}" for c in range(ncpus)])
     ax.set_xlabel("simulated time (µs)")
     ax.invert_yaxis()
     if names or waits:
         ax.legend(loc="upper right", fontsize="small")
-    return _finish(fig, ax, title or "Per-CPU timeline: program runs and lock waits", path)
+    return _finish(
+        fig, ax, title or "Per-CPU timeline: program runs, lock waits, line transfers", path
+    )
 
 
 def plot_ring(

@@ -283,7 +283,7 @@ def simulate(
                 f"{path}: line[{i}] ({ln.name}): key {ln.key} of map {ln.map!r}: {e}"
             ) from None
     if any(p.kind == "timeline" for p in scn.plot):
-        m.stats.timeline = []
+        m.record_timeline()
 
     rec = Records()
     sources = []

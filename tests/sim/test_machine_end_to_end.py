@@ -189,3 +189,18 @@ def test_a_tracepoint_context_is_read_only():
     (inv,) = m.fire("demo/ro", ctx=bytes(8))
     m.run()
     assert inv.fault is not None and inv.fault.errno == errno.EFAULT
+
+
+def test_a_recorded_timeline_holds_the_line_transfers_of_a_shared_counter():
+    m = Machine(cpus=2)
+    counts = m.create_map("array", key_size=4, value_size=8, max_entries=1)
+    prog = m.load_program(count_program(counts.fd), name="count")
+    timeline = m.record_timeline()
+    for cpu in (0, 1):
+        for _ in range(20):
+            m.submit(prog, cpu=cpu)
+    m.run()
+    transfers = [ev for ev in timeline if ev[1] == "transfer"]
+    assert transfers and {ev[0] for ev in transfers} == {0, 1}
+    assert len(transfers) == m.cache.transfers  # the counter's line: every move recorded
+    assert all(end > start for _cpu, _k, start, end, _addr in transfers)
