@@ -20,6 +20,7 @@ from kbpf import linux_bpf as uapi
 from kbpf.errors import BpfError
 from kbpf.linux_bpf import BpfCmd, BpfMapType
 from sim.cpu.task import Run, Sleep, Wait
+from sim.user.pricing import PricedUserMemory
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.machine import Machine
@@ -104,6 +105,7 @@ class PerfBufferConsumer:
                 _CpuRing(cpu, fd, base, page_cnt, kernel.perf_event_from_fd(self.process, fd).waitq)
             )
         self.mm = self.process.mm
+        self.mem = PricedUserMemory(machine, self.mm)
         self.samples = 0
         self.lost = 0
         self.polls = 0
@@ -119,14 +121,14 @@ class PerfBufferConsumer:
             )
 
     def _u64(self, addr: int) -> int:
-        return _U64.unpack(self.mm.read(addr, 8))[0]
+        return _U64.unpack(self.mem.read(addr, 8))[0]
 
     def _copy(self, ring: _CpuRing, pos: int, n: int) -> bytes:
         off = pos % ring.size
         first = min(n, ring.size - off)
-        out = self.mm.read(ring.data + off, first)
+        out = self.mem.read(ring.data + off, first)
         if first < n:  # the record wraps: its tail is at the start of the data area
-            out += self.mm.read(ring.data, n - first)
+            out += self.mem.read(ring.data, n - first)
         return out
 
     def _consume_ring(self, ring: _CpuRing, limit: int | None) -> int:
@@ -151,7 +153,7 @@ class PerfBufferConsumer:
                 if self.on_lost is not None:
                     self.on_lost(ring.cpu, lost)
             tail += size
-            self.mm.write(ring.meta + uapi.PERF_MMAP_PAGE_DATA_TAIL, _U64.pack(tail))
+            self.mem.write(ring.meta + uapi.PERF_MMAP_PAGE_DATA_TAIL, _U64.pack(tail))
         return n
 
     def consume(self, limit: int | None = None) -> int:
@@ -186,6 +188,10 @@ class PerfBufferConsumer:
             elif not self.available():
                 yield Wait(merged)
             self.polls += 1
+            self.mem.cpu = task.cpu  # the reads below move lines from the producers' caches
             self.occupancy.append((env.now // 1000, self.pending_bytes()))
             n = self.consume(self.batch)
-            yield Run(max(1, (n * self.per_record_ps + self.poll_ps) // 1000))
+            self.mem.cpu = None
+            yield Run(
+                max(1, (n * self.per_record_ps + self.poll_ps) // 1000 + self.mem.take_debt_ns())
+            )

@@ -25,6 +25,7 @@ from kbpf.linux_bpf import (
     BpfMapType,
 )
 from sim.cpu.task import Run, Sleep, Wait
+from sim.user.pricing import PricedUserMemory
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.machine import Machine
@@ -74,6 +75,7 @@ class RingBufferConsumer:
         )
         self.data_addr = self.prod_addr + PAGE
         self.mm = mm
+        self.mem = PricedUserMemory(machine, mm)
         self.consumed = 0  # records handed to the callback
         self.discarded = 0  # discarded records skipped
         self.polls = 0
@@ -91,7 +93,7 @@ class RingBufferConsumer:
 
     # -- reading the pages ---------------------------------------------------------------------
     def _u64(self, addr: int) -> int:
-        return _U64.unpack(self.mm.read(addr, 8))[0]
+        return _U64.unpack(self.mem.read(addr, 8))[0]
 
     def _next(self) -> tuple[int, bytes | None] | None:
         """The record at the consumer position: ``(advance, data or None if discarded)``, or
@@ -101,7 +103,7 @@ class RingBufferConsumer:
         if cons >= prod:
             return None
         off = cons & self.mask
-        length, _pg_off = _HDR.unpack(self.mm.read(self.data_addr + off, BPF_RINGBUF_HDR_SZ))
+        length, _pg_off = _HDR.unpack(self.mem.read(self.data_addr + off, BPF_RINGBUF_HDR_SZ))
         if length & BPF_RINGBUF_BUSY_BIT:
             return None
         size = length & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT)
@@ -109,7 +111,7 @@ class RingBufferConsumer:
         if length & BPF_RINGBUF_DISCARD_BIT:
             return advance, None
         # The data area is mapped twice, so a record that wraps reads contiguously.
-        return advance, self.mm.read(self.data_addr + off + BPF_RINGBUF_HDR_SZ, size)
+        return advance, self.mem.read(self.data_addr + off + BPF_RINGBUF_HDR_SZ, size)
 
     def consume(self, limit: int | None = None) -> int:
         """Hand every ready record to the callback; returns how many were handed over.  A
@@ -123,10 +125,10 @@ class RingBufferConsumer:
             cons = self._u64(self.cons_addr) + advance
             if data is None:
                 self.discarded += 1
-                self.mm.write(self.cons_addr, _U64.pack(cons))
+                self.mem.write(self.cons_addr, _U64.pack(cons))
                 continue
             ret = self.callback(data)
-            self.mm.write(self.cons_addr, _U64.pack(cons))
+            self.mem.write(self.cons_addr, _U64.pack(cons))
             n += 1
             self.consumed += 1
             if ret is not None and ret < 0:
@@ -149,7 +151,9 @@ class RingBufferConsumer:
             elif not self.available():
                 yield Wait(self.waitq)
             self.polls += 1
+            self.mem.cpu = task.cpu  # the reads below move lines from the producers' caches
             self.occupancy.append((env.now // 1000, self.pending_bytes()))
             n = self.consume(self.batch)
+            self.mem.cpu = None
             cost = n * self.per_record_ps + self.poll_ps
-            yield Run(max(1, cost // 1000))
+            yield Run(max(1, cost // 1000 + self.mem.take_debt_ns()))

@@ -32,7 +32,7 @@ SHORTENED: dict[str, list[str]] = {
         "source.5.field.2.value=1",
     ],
     "lru_eviction.toml": ["source.0.count=300"],
-    "ringbuf_vs_perfbuf.toml": ["source.0.duration_ns=100000"],
+    "ringbuf_vs_perfbuf.toml": ["source.0.duration_ns=150000"],
     "calibration/hash_lookup_vs_fill.toml": ["source.1.field.2.value=1"],
     "calibration/ringbuf_multi_producer.toml": ["source.0.duration_ns=100000"],
     "calibration/ringbuf_vs_perfbuf_single.toml": ["source.0.duration_ns=50000"],
