@@ -43,7 +43,38 @@ if TYPE_CHECKING:  # pragma: no cover
 _KERNEL_NAME_MAX = 15  # BPF_OBJ_NAME_LEN - 1: libbpf hands the kernel a truncated name
 
 
-class ObjectMap:
+class _Descriptor:
+    """What an object's map and program descriptors share: the definition from the ELF until
+    ``load()``, then a handle that every attribute this class lacks is forwarded to."""
+
+    _what = "object"
+
+    def __init__(self, obj: BpfObject, definition):
+        self._obj = obj
+        self._def = definition
+        self.handle = None
+
+    @property
+    def name(self) -> str:
+        return self._def.name
+
+    @property
+    def section(self) -> str:
+        return self._def.section
+
+    def __getattr__(self, attr: str) -> Any:
+        # Only reached for names this class lacks: after load, the handle's (fd, lookup, ...).
+        handle = self.__dict__.get("handle")
+        if handle is not None and not attr.startswith("_"):
+            return getattr(handle, attr)
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        raise AttributeError(
+            f"{self._what} '{self.name}' has no '{attr}' before the object is loaded (load() creates it)"
+        )
+
+
+class ObjectMap(_Descriptor):
     """A map of an opened object: its definition until ``load()``, then its handle.
 
     Before load, ``set_*`` change what will be created.  After load they raise
@@ -51,24 +82,14 @@ class ObjectMap:
     attribute (``fd``, ``lookup``, ``update``, ...) is the :class:`MapHandle`'s.
     """
 
-    def __init__(self, obj: BpfObject, definition: MapDef):
-        self._obj = obj
-        self._def = definition
-        self.handle: MapHandle | None = None
+    _what = "map"
+    handle: MapHandle | None
 
     # -- what it is -------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self._def.name
-
     @property
     def kind(self) -> str:
         """``"btf"`` for a map in ``.maps``; ``"data"``, ``"rodata"`` or ``"bss"`` for global data."""
         return self._def.kind
-
-    @property
-    def section(self) -> str:
-        return self._def.section
 
     @property
     def initial_value(self) -> bytes | None:
@@ -153,17 +174,6 @@ class ObjectMap:
         self._def.btf_value_type_id = 0
 
     # -- after load --------------------------------------------------------------------------
-    def __getattr__(self, attr: str) -> Any:
-        # Only reached for names this class lacks: after load, the handle's (fd, lookup, ...).
-        handle = self.__dict__.get("handle")
-        if handle is not None and not attr.startswith("_"):
-            return getattr(handle, attr)
-        if attr.startswith("_"):
-            raise AttributeError(attr)
-        raise AttributeError(
-            f"map '{self.name}' has no '{attr}' before the object is loaded (load() creates it)"
-        )
-
     def __repr__(self) -> str:
         state = f"fd={self.handle.fd}" if self.handle is not None else "not created"
         return (
@@ -181,22 +191,12 @@ def _check_u32(m: ObjectMap, label: str, v: Any) -> None:
         )
 
 
-class ObjectProgram:
+class ObjectProgram(_Descriptor):
     """A program of an opened object: its linked instructions until ``load()``, then the
     :class:`ProgramHandle` (``fd`` and the rest forward to it)."""
 
-    def __init__(self, obj: BpfObject, definition: ProgramDef):
-        self._obj = obj
-        self._def = definition
-        self.handle: ProgramHandle | None = None
-
-    @property
-    def name(self) -> str:
-        return self._def.name
-
-    @property
-    def section(self) -> str:
-        return self._def.section
+    _what = "program"
+    handle: ProgramHandle | None
 
     @property
     def prog_type(self) -> BpfProgType:
@@ -215,14 +215,6 @@ class ObjectProgram:
         """What ``BPF_PROG_LOAD`` receives: map references hold fds once the maps exist
         (fd 0 before)."""
         return self._def.instructions(self._obj._fds() if self._obj.loaded else None)
-
-    def __getattr__(self, attr: str) -> Any:
-        handle = self.__dict__.get("handle")
-        if handle is not None and not attr.startswith("_"):
-            return getattr(handle, attr)
-        if attr.startswith("_"):
-            raise AttributeError(attr)
-        raise AttributeError(f"program '{self.name}' has no '{attr}' before the object is loaded")
 
     def __repr__(self) -> str:
         state = f"fd={self.handle.fd}" if self.handle is not None else "not loaded"
