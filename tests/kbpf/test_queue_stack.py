@@ -13,7 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from kbpf.errors import BpfError
 from kbpf.helper import init_helper_functions
-from kbpf.host import Acquire, Release, TaskInfo, Touch, Work, drive
+from kbpf.host import Acquire, Release, TaskInfo, Touch, Work, drive, recorded
 from kbpf.linux_bpf import (
     BPF_ANY,
     BPF_EXIST,
@@ -226,26 +226,9 @@ def test_head_and_tail_wrap_around_the_slots(host):
 
 
 def trace(op, host):
-    """Run ``op`` like :func:`drive`, returning (result, the requests it made)."""
-    seen = []
-
-    def recording():
-        result = yield from op
-        return result
-
-    gen = recording()
-    answer = None
-    try:
-        while True:
-            req = gen.send(answer)
-            seen.append(req)
-            answer = None
-            if isinstance(req, Acquire):
-                req.lock.owner = "t"
-            elif isinstance(req, Release):
-                req.lock.owner = None
-    except StopIteration as done:
-        return done.value, seen
+    """Run ``op`` through :func:`drive`, returning (result, the requests it made)."""
+    seen: list = []
+    return drive(recorded(op, seen), host), seen
 
 
 def test_push_and_pop_take_the_map_lock_around_their_traffic(host):

@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from kbpf.errors import ENOTSUPP, BpfError
 from kbpf.helper import init_helper_functions, request_helpers
-from kbpf.host import Acquire, Release, TaskInfo, Touch, Work, drive
+from kbpf.host import Acquire, Release, TaskInfo, Touch, Work, drive, recorded
 from kbpf.linux_bpf import (
     BPF_F_NO_PREALLOC,
     BPF_F_NUMA_NODE,
@@ -149,19 +149,9 @@ class Consumer:
 
 
 def trace(op, host):
-    """Run ``op`` answering at once like :func:`drive`; return (result, the requests)."""
-    seen, answer = [], None
-    try:
-        while True:
-            req = op.send(answer)
-            seen.append(req)
-            answer = None
-            if isinstance(req, Acquire):
-                req.lock.owner = "t"
-            elif isinstance(req, Release):
-                req.lock.owner = None
-    except StopIteration as done:
-        return done.value, seen
+    """Run ``op`` through :func:`drive`, returning (result, the requests it made)."""
+    seen: list = []
+    return drive(recorded(op, seen), host), seen
 
 
 @pytest.fixture
