@@ -279,7 +279,38 @@ class LocalList:
 DelFromHtab = Callable[[LruNode], Op]
 
 
-class BpfLru:
+class _LruMemory:
+    """What both policies share: the host, the CPU count, the hash offset and the memory their
+    lists occupy (a kmalloc'd global list, per-CPU allocations), given back by :meth:`destroy`."""
+
+    def __init__(
+        self,
+        host: KernelAuxiliaryOps,
+        percpu_ops: PerCpuVariantsOps,
+        percpu: bool,
+        del_from_htab: DelFromHtab,
+        hash_offset: int,
+    ):
+        self.host = host
+        self.percpu_ops = percpu_ops
+        self.percpu = bool(percpu)
+        self.del_from_htab = del_from_htab
+        self.hash_offset = hash_offset
+        self.ncpus = percpu_ops.num_cpus()
+        self._kmalloc = 0
+        self._pcpu_addrs: list[int] = []
+
+    def destroy(self) -> None:
+        """``bpf_lru_destroy``: give the lists' memory back."""
+        if self._pcpu_addrs:
+            self.percpu_ops.free_percpu(self._pcpu_addrs)
+            self._pcpu_addrs = []
+        if self._kmalloc:
+            self.host.kfree(self._kmalloc)
+            self._kmalloc = 0
+
+
+class BpfLru(_LruMemory):
     """``struct bpf_lru`` (``bpf_lru_init``): the common LRU with per-CPU local lists, or with
     ``percpu`` (``BPF_F_NO_COMMON_LRU``) one LRU list per CPU.
 
@@ -306,14 +337,7 @@ class BpfLru:
         name: str = "lru",
         list_addr: int | None = None,
     ):
-        self.host = host
-        self.percpu_ops = percpu_ops
-        self.percpu = bool(percpu)
-        self.del_from_htab = del_from_htab
-        self.hash_offset = hash_offset
-        self.ncpus = percpu_ops.num_cpus()
-        self._kmalloc = 0
-        self._pcpu_addrs: list[int] = []
+        super().__init__(host, percpu_ops, percpu, del_from_htab, hash_offset)
         if self.percpu:
             addrs = percpu_ops.alloc_percpu(LRU_LIST_SIZE, 64)
             self._pcpu_addrs = addrs
@@ -336,15 +360,6 @@ class BpfLru:
         # Hot path: bind the variant's push once instead of dispatching on every call (each
         # nested generator frame is paid again for every request the operation yields).
         self.push_free = self._percpu_push_free if self.percpu else self._common_push_free
-
-    def destroy(self) -> None:
-        """``bpf_lru_destroy``: give the lists' memory back."""
-        if self._pcpu_addrs:
-            self.percpu_ops.free_percpu(self._pcpu_addrs)
-            self._pcpu_addrs = []
-        if self._kmalloc:
-            self.host.kfree(self._kmalloc)
-            self._kmalloc = 0
 
     # -- population -------------------------------------------------------------------------------
     def populate(
@@ -789,7 +804,7 @@ class BpfLru:
             raise AssertionError(f"{len(missing)} nodes on no list, e.g. {missing[0]!r}")
 
 
-class ExactLru:
+class ExactLru(_LruMemory):
     """A true LRU with :class:`BpfLru`'s interface: kbpf-basic's policy (``lru = "exact"``).
 
     One list in recency order (most recent at the head) and one FREE list, under one lock; with
@@ -815,14 +830,7 @@ class ExactLru:
         name: str = "lru",
         list_addr: int | None = None,
     ):
-        self.host = host
-        self.percpu_ops = percpu_ops
-        self.percpu = bool(percpu)
-        self.del_from_htab = del_from_htab
-        self.hash_offset = hash_offset
-        self.ncpus = percpu_ops.num_cpus()
-        self._kmalloc = 0
-        self._pcpu_addrs: list[int] = []
+        super().__init__(host, percpu_ops, percpu, del_from_htab, hash_offset)
         if self.percpu:
             addrs = percpu_ops.alloc_percpu(LRU_LIST_SIZE, 64)
             self._pcpu_addrs = addrs
@@ -831,14 +839,6 @@ class ExactLru:
             if list_addr is None:
                 list_addr = self._kmalloc = host.kmalloc(LRU_LIST_SIZE, 64)
             self._lists = [LruList(list_addr, f"{name} exact")]
-
-    def destroy(self) -> None:
-        if self._pcpu_addrs:
-            self.percpu_ops.free_percpu(self._pcpu_addrs)
-            self._pcpu_addrs = []
-        if self._kmalloc:
-            self.host.kfree(self._kmalloc)
-            self._kmalloc = 0
 
     def _list_of(self, cpu: int) -> LruList:
         return self._lists[cpu] if self.percpu else self._lists[0]
