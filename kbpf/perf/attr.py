@@ -46,6 +46,7 @@ from kbpf.linux_bpf import (
     PERF_TYPE_SOFTWARE,
     PERF_TYPE_TRACEPOINT,
     PerfEventAttr,
+    PerfSwIds,
 )
 
 U64 = (1 << 64) - 1
@@ -143,23 +144,6 @@ class PerfEventIoc(IntEnum):
 PERF_EVENT_IOC_REFRESH = PerfEventIoc.REFRESH.value
 PERF_EVENT_IOC_RESET = PerfEventIoc.RESET.value
 PERF_EVENT_IOC_PAUSE_OUTPUT = PerfEventIoc.PAUSE_OUTPUT.value
-
-
-class PerfSwIds(IntEnum):
-    """``enum perf_sw_ids``."""
-
-    PERF_COUNT_SW_CPU_CLOCK = 0
-    PERF_COUNT_SW_TASK_CLOCK = 1
-    PERF_COUNT_SW_PAGE_FAULTS = 2
-    PERF_COUNT_SW_CONTEXT_SWITCHES = 3
-    PERF_COUNT_SW_CPU_MIGRATIONS = 4
-    PERF_COUNT_SW_PAGE_FAULTS_MIN = 5
-    PERF_COUNT_SW_PAGE_FAULTS_MAJ = 6
-    PERF_COUNT_SW_ALIGNMENT_FAULTS = 7
-    PERF_COUNT_SW_EMULATION_FAULTS = 8
-    PERF_COUNT_SW_DUMMY = 9
-    PERF_COUNT_SW_BPF_OUTPUT = 10
-    PERF_COUNT_SW_CGROUP_SWITCHES = 11
 
 
 def _bit(flags: int, bit: int) -> bool:
