@@ -12,6 +12,8 @@ import errno
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from kbpf import linux_bpf as uapi
 from kbpf.checks import check_program
 from kbpf.errors import BpfError
@@ -146,7 +148,7 @@ class Kernel:
         self.m = machine
         self.mem = machine.mem
         self.ncpus = machine.ncpus
-        self.rng = __import__("numpy").random.default_rng(machine.seed_seq.spawn(1)[0])
+        self.rng = np.random.default_rng(machine.seed_seq.spawn(1)[0])
         self.trace = TracePipe()
         self.host = SimHost(self)
         self.maps_by_addr: dict[int, Any] = {}
